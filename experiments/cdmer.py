@@ -1,0 +1,26 @@
+r"""TGSR CDMER protocol: ``python -m experiments.cdmer --config configs/cdmer.py --workdir DIR``.
+
+Only parses flags; the work is :func:`tgsr_jax.experiment.run`, which notebooks call directly.
+"""
+import pathlib
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from tgsr_jax import experiment
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/cdmer.py",
+                                          "Experiment config file (configs/cdmer.py[:variant]).")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/cdmer", "Output folder (reruns resume from it).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  experiment.run(_CONFIG.value, _WORKDIR.value)
+  print((pathlib.Path(_WORKDIR.value) / "summary.md").read_text())
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,29 @@
+r"""Trains the multi-task networks (expressions + landmarks); see configs/mtl.py for commands.
+
+  python -m experiments.mtl --config configs/mtl.py[:variant] --workdir DIR
+
+The run resumes from the latest checkpoint in DIR/checkpoints.
+"""
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from mtl_flax import train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config (configs/mtl.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output / checkpoint directory.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  logging.info("summary: %s", summary)
+  print(f"step {summary['step']}: {summary['eval']}")
+
+
+if __name__ == "__main__":
+  app.run(main)

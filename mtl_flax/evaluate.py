@@ -1,0 +1,183 @@
+"""Evaluation of the stacked networks and the paper's Fig. 3 plots.
+
+* `evaluate`: expression accuracy and landmark NME (inter-pupil and inter-ocular) on the test
+  sets, each task's test set in its own slot of the stacked network, plus penultimate features.
+* `plot_decrease_rates` (Fig. 3a-b): the per-layer trace-norm decrease rate (optimised /
+  initial) of one or more regularisers.
+* `plot_embeddings` (Fig. 3c): a 2-D embedding (PCA or t-SNE) of both datasets' features, one
+  panel per run (e.g. without and with ADA).
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mtl_flax import metrics as metrics_lib
+
+
+def preprocess(images):
+  """uint8 images -> float32 in [-1, 1] (the training input scaling)."""
+  return images.astype(jnp.float32) / 127.5 - 1.0
+
+
+def make_eval_step(model):
+  """`eval_step(state, images (T, B, ...)) -> (features (T, B, D), outputs)` without updates."""
+  def eval_step(state, images):
+    features, outputs, _ = model.apply(
+        {"params": state["params"], "batch_stats": state["batch_stats"]}, preprocess(images),
+        train=False)
+    return features, tuple(o.astype(jnp.float32) for o in outputs)
+  return eval_step
+
+
+def evaluate(eval_step, state, test: dict, tasks, *, batch_size: int, mesh: Mesh | None = None,
+             nme_normalisation: str = "inter_pupil", max_features: int = 0):
+  """Runs every test set once and returns its metrics and (some) features.
+
+  Task t's test set goes through slot t; shorter test sets are padded and the padding masked,
+  so the stacked (and cross-stitched) networks see the layout of training.
+
+  Args:
+    eval_step: from `make_eval_step` (jitted).
+    state: the train state.
+    test: task -> `pipeline.TaskData`.
+    tasks: the model's task order.
+    batch_size: per task (rounded up to a multiple of the devices).
+    mesh: the data mesh (images sharded on the batch axis); None = default device.
+    nme_normalisation: 'inter_pupil' or 'inter_ocular' for `landmark_nme`.
+    max_features: keep at most this many feature rows per task.
+
+  Returns:
+    (metrics dict, task -> (n, D) features).
+  """
+  n = 1 if mesh is None else mesh.devices.size
+  batch_size = -(-batch_size // n) * n
+  sharding = None if mesh is None else NamedSharding(mesh, P(None, "data"))
+  num_batches = max(-(-len(test[t]) // batch_size) for t in tasks)
+  logits, points, feats = [], [], {t: [] for t in tasks}
+  for b in range(num_batches):
+    images, valids = [], []
+    for task in tasks:
+      idx = b * batch_size + np.arange(batch_size)
+      valid = idx < len(test[task])
+      images.append(test[task].images[np.where(valid, idx, 0)])
+      valids.append(valid)
+    stacked = np.stack(images)
+    stacked = jax.device_put(stacked, sharding) if sharding is not None else stacked
+    features, outputs = jax.device_get(eval_step(state, stacked))
+    for t, task in enumerate(tasks):
+      v = valids[t]
+      (logits if task == "expression" else points).append(outputs[t][v])
+      if sum(len(f) for f in feats[task]) < max_features:
+        feats[task].append(features[t][v])
+  out = {}
+  if "expression" in tasks:
+    out["expression_accuracy"] = float(metrics_lib.accuracy(
+        np.concatenate(logits), test["expression"].targets))
+  if "landmarks" in tasks:
+    pred = np.concatenate(points)
+    true = test["landmarks"].targets.reshape(len(pred), -1)
+    out["landmark_nme"] = float(metrics_lib.landmark_nme(pred, true,
+                                                         normalisation=nme_normalisation))
+    out["landmark_nme_inter_pupil"] = float(metrics_lib.inter_pupil_nme(pred, true))
+    out["landmark_nme_inter_ocular"] = float(metrics_lib.inter_ocular_nme(pred, true))
+  features = {t: np.concatenate(f)[:max_features] if f else np.zeros((0, 0), np.float32)
+              for t, f in feats.items()}
+  return out, features
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _save(fig, path):
+  path = pathlib.Path(path)
+  tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+  fig.savefig(tmp, dpi=120, bbox_inches="tight")
+  os.replace(tmp, path)
+
+
+def plot_decrease_rates(rates: dict, path) -> None:
+  """Fig. 3a-b: per-layer decrease rate (optimised / initial trace norm) of each regulariser.
+
+  Args:
+    rates: legend label (e.g. 'LAF') -> {layer name: rate}, layers in forward order.
+    path: output PNG.
+  """
+  plt = _pyplot()
+  layers = list(next(iter(rates.values())))
+  fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(layers)), 3.5))
+  for label, per_layer in rates.items():
+    ax.plot(range(len(layers)), [per_layer[k] for k in layers], marker="o", label=label)
+  ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+  ax.set_xticks(range(len(layers)))
+  ax.set_xticklabels(layers, rotation=90, fontsize=7)
+  ax.set_ylabel("decrease rate (optimised / initial)")
+  ax.set_xlabel("layer")
+  ax.legend()
+  _save(fig, path)
+  plt.close(fig)
+
+
+def embed_2d(features: np.ndarray, *, method: str = "pca", seed: int = 0) -> np.ndarray:
+  """2-D embedding of (N, D) features: PCA (via SVD) or t-SNE (scikit-learn)."""
+  x = np.asarray(features, np.float64)
+  x = x - x.mean(axis=0)
+  if method == "pca":
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    out = x @ vt[:2].T
+    if out.shape[1] < 2:
+      out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+    return out
+  if method == "tsne":
+    from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
+    perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3.0)))
+    return TSNE(2, perplexity=perplexity, random_state=seed, init="pca").fit_transform(x)
+  raise ValueError(f"embedding method: expected 'pca' or 'tsne', got {method!r}")
+
+
+def plot_embeddings(panels: dict, path, *, method: str = "pca",
+                    labels=("dataset A", "dataset B"), seed: int = 0) -> None:
+  """Fig. 3c: both datasets' features embedded jointly in 2-D, one panel per run.
+
+  Args:
+    panels: panel title (e.g. 'without ADA') -> (features_a (N, D), features_b (M, D)).
+    path: output PNG.
+    method: 'pca' or 'tsne'.
+    labels: legend names of the two datasets.
+    seed: t-SNE seed.
+  """
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False)
+  for ax, (title, (fa, fb)) in zip(axes[0], panels.items()):
+    joint = embed_2d(np.concatenate([fa, fb]), method=method, seed=seed)
+    ax.scatter(*joint[:len(fa)].T, s=6, alpha=0.6, label=labels[0])
+    ax.scatter(*joint[len(fa):].T, s=6, alpha=0.6, label=labels[1])
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=7)
+  _save(fig, path)
+  plt.close(fig)
+
+
+def domain_separability(features_a: np.ndarray, features_b: np.ndarray) -> float:
+  """Distance between the two datasets' feature means over the mean within-dataset spread.
+
+  A scalar companion to Fig. 3c: ADA should lower it.
+  """
+  fa = np.asarray(features_a, np.float64)
+  fb = np.asarray(features_b, np.float64)
+  spread = 0.5 * (np.sqrt(fa.var(axis=0).sum()) + np.sqrt(fb.var(axis=0).sum()))
+  return float(np.linalg.norm(fa.mean(axis=0) - fb.mean(axis=0)) / max(spread, 1e-12))

@@ -1,0 +1,122 @@
+"""The CDMER experiment end to end: outputs, resuming, the CLI on real features, config errors."""
+import csv
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.io
+
+from configs import cdmer as cdmer_config
+from tgsr_jax import experiment
+from tgsr_jax import sweep
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _runlocal(**overrides):
+  config = cdmer_config.get_config("runlocal")
+  config.chunk_size = 4  # several chunks per experiment, to exercise resuming
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def test_runlocal_writes_every_output(tmp_path):
+  bests = experiment.run(_runlocal(), tmp_path)
+  assert [b["experiment"] for b in bests] == ["V->N", "C->H"]
+  for folder in ("SMIC_VIS_to_SMIC_NIR", "CASME2_to_SMIC_HS"):
+    out = tmp_path / folder
+    rows = list(csv.DictReader(open(out / "grid.csv")))
+    assert list(rows[0]) == ["kappa", "xi", "acc", "mf1", "iterations", "converged"]
+    assert len(rows) == 6 and all(r["converged"] == "1" for r in rows)
+    best = json.loads((out / "best.json").read_text())
+    assert max(float(r["mf1"]) for r in rows) == best["mf1"]
+    assert len(best["selected_groups"]) == best["kappa"]
+    assert np.asarray(best["confusion"]).sum() > 0
+    for png in ("regions.png", "sensitivity_kappa.png", "sensitivity_xi.png"):
+      assert (out / png).read_bytes()[:4] == b"\x89PNG"
+  summary = (tmp_path / "summary.md").read_text()
+  assert "TYPE-I" in summary and "TYPE-II" in summary and "Average" in summary
+  table = list(csv.DictReader(open(tmp_path / "summary.csv")))
+  assert [r["experiment"] for r in table] == ["V->N", "Average", "C->H", "Average"]
+
+
+def test_interrupted_run_resumes_from_written_chunks(tmp_path, monkeypatch):
+  calls = []
+  original = sweep.PreparedSweep.solve
+
+  def flaky(self, kappa, xi):
+    calls.append(len(kappa))
+    if len(calls) == 3:
+      raise KeyboardInterrupt  # the run dies in its third chunk
+    return original(self, kappa, xi)
+
+  monkeypatch.setattr(sweep.PreparedSweep, "solve", flaky)
+  with pytest.raises(KeyboardInterrupt):
+    experiment.run(_runlocal(), tmp_path)
+  chunks = sorted((tmp_path / "SMIC_VIS_to_SMIC_NIR" / "chunks").rglob("chunk_*.npz"))
+  assert len(chunks) == 2  # the two finished chunks are on disk, nothing half-written
+  calls.clear()
+  experiment.run(_runlocal(), tmp_path)
+  # V->N: 6 grid points in chunks of 4 -> 2 chunks, both reused; C->H: 2 chunks computed.
+  assert calls == [4, 2]
+  resumed = (tmp_path / "SMIC_VIS_to_SMIC_NIR" / "grid.csv").read_text()
+  monkeypatch.setattr(sweep.PreparedSweep, "solve", original)
+  fresh = tmp_path / "fresh"
+  experiment.run(_runlocal(), fresh)
+  assert resumed == (fresh / "SMIC_VIS_to_SMIC_NIR" / "grid.csv").read_text()
+  # A different grid is a different setup: its chunks do not mix with the old ones.
+  calls.clear()
+  monkeypatch.setattr(sweep.PreparedSweep, "solve", flaky)
+  experiment.run(_runlocal(xis=(0.5,)), tmp_path)
+  assert sum(calls) == 3 + 3
+
+
+def test_config_errors_name_the_field(tmp_path):
+  with pytest.raises(ValueError, match="precision"):
+    experiment.run(_runlocal(precision="float16"), tmp_path)
+  with pytest.raises(ValueError, match="grouping"):
+    experiment.run(_runlocal(grouping="rows"), tmp_path)
+  config = _runlocal()
+  config.data.source = "files"
+  with pytest.raises(ValueError, match="data.feature_dir"):
+    experiment.run(config, tmp_path)
+  config.data.feature_dir = str(tmp_path / "nowhere")
+  with pytest.raises(ValueError, match="nowhere"):
+    experiment.run(config, tmp_path)
+
+
+def test_cli_reproduces_authors_rows_on_real_features(shared, tmp_path):
+  ssfr = shared("cdmer", "ssfr")
+  cmd = [sys.executable, "-m", "experiments.cdmer", "--config", "configs/cdmer.py:paper",
+         f"--config.data.feature_dir={ssfr}", "--config.experiments=V->N",
+         "--config.kappas=(1, 12, 85)", "--config.xis=(0.001, 44.0)", "--config.progress=False",
+         f"--workdir={tmp_path}"]
+  done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "V->N" in done.stdout
+  authors = scipy.io.loadmat(ssfr / "Acc_record_3class_SMIC_VIS_SMIC_NIR_feature_LBPTOP_R3P8.mat")["Acc"]
+  lookup = {(int(k), round(x, 8)): (a, m) for k, x, a, m in authors}
+  rows = list(csv.DictReader(open(tmp_path / "SMIC_VIS_to_SMIC_NIR" / "grid.csv")))
+  assert len(rows) == 6
+  for r in rows:
+    acc, mf1 = lookup[(int(r["kappa"]), round(float(r["xi"]), 8))]
+    assert float(r["acc"]) == pytest.approx(acc, abs=1e-12)
+    assert float(r["mf1"]) == pytest.approx(mf1, abs=1e-12)
+  best = json.loads((tmp_path / "SMIC_VIS_to_SMIC_NIR" / "best.json").read_text())
+  assert (best["kappa"], best["xi"]) == (12, 44.0)
+  assert round(best["acc"], 4) == 0.7042 and round(best["mf1"], 4) == 0.6984
+
+
+def test_generated_clips_source_runs_end_to_end(tmp_path):
+  config = _runlocal(experiments="V->N", kappas=(4, 85), xis=(1.0,))
+  config.data.source = "synthetic_clips"
+  config.data.num_clips = 9
+  bests = experiment.run(config, tmp_path)
+  assert bests[0]["experiment"] == "V->N" and 0.0 <= bests[0]["acc"] <= 1.0
+  features = tmp_path / "synthetic_clips" / "features"
+  assert (features / "SMIC_VIS.mat").exists() and (features / "SMIC_NIR.mat").exists()
+  assert not (features / "CASME2.mat").exists()  # only the databases the experiments need

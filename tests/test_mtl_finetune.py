@@ -1,0 +1,111 @@
+"""Fine-tuning from an MTL checkpoint with subject-independent k-fold CV (mtl_flax.finetune)."""
+import functools
+import json
+
+import cv2
+import jax
+import numpy as np
+import pytest
+
+from configs import mtl as mtl_configs
+from configs import mtl_finetune as finetune_configs
+from mtl_flax import checkpoint as checkpoint_lib
+from mtl_flax import finetune
+from mtl_flax import train
+from mtl_flax.data import pipeline
+
+SIZE = 16
+
+
+def _tiny_mtl_config():
+  # The same computation as tests/test_mtl_train.py's tiny config (shared compilations).
+  config = mtl_configs.get_config("runlocal,laf,ada")
+  config.image_size = SIZE
+  config.batch_size = 4
+  config.eval_batch_size = 4
+  config.num_steps = 4
+  config.checkpoint_every = 2
+  config.plots = False
+  return config
+
+
+def _tiny_datasets():
+  rng = np.random.default_rng(0)
+  images = lambda n: rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+  train_sets = {"expression": pipeline.TaskData(images(8), rng.integers(0, 13, 8).astype(np.int32)),
+                "landmarks": pipeline.TaskData(images(8), rng.uniform(0.3, 0.7, (8, 68, 2))
+                                               .astype(np.float32))}
+  test_sets = {k: v.subset(np.arange(4)) for k, v in train_sets.items()}
+  return train_sets, test_sets
+
+
+def _ckplus_tree(root, num_subjects=5):
+  rng = np.random.default_rng(1)
+  for s in range(1, num_subjects + 1):
+    for q, code in enumerate((1, 5, 7), start=1):
+      subject, seq = f"S{s:03d}", f"{q:03d}"
+      for f in range(1, 4):
+        path = root / "cohn-kanade-images" / subject / seq / f"{subject}_{seq}_{f:08d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), rng.integers(0, 256, (30, 30), dtype=np.uint8))
+      label = root / "Emotion" / subject / seq / f"{subject}_{seq}_00000003_emotion.txt"
+      label.parent.mkdir(parents=True, exist_ok=True)
+      label.write_text(f"   {code:.7e}\n")
+
+
+def test_finetune_from_mtl_checkpoint_with_subject_folds(tmp_path, monkeypatch):
+  mtl_dir = tmp_path / "mtl"
+  train.train_and_evaluate(_tiny_mtl_config(), mtl_dir, datasets=_tiny_datasets(),
+                           stop_at_step=2)
+
+  # The trunk handed to fine-tuning is the expression task's slice of the checkpoint.
+  trunk, trunk_vars, _ = finetune.load_pretrained_trunk(mtl_dir)
+  model = train.build_model(_tiny_mtl_config())
+  tx = train.make_optimizer(model, _tiny_mtl_config().optimizer)
+  shapes = jax.eval_shape(functools.partial(train.init_state, model, tx,
+                                            image_shape=(SIZE, SIZE, 3)), jax.random.key(0))
+  ckpt = checkpoint_lib.Checkpointer(mtl_dir)
+  try:
+    assert ckpt.read_metadata()["step"] == 2
+    state = ckpt.restore_latest(jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
+                                                       shapes))
+  finally:
+    ckpt.close()
+  task = model.tasks.index("expression")
+  for name in ("conv00", "conv01", "proj07"):
+    np.testing.assert_array_equal(trunk_vars["params"][name]["kernel"],
+                                  state["params"]["trunk"][name]["kernel"][task])
+  np.testing.assert_array_equal(trunk_vars["batch_stats"]["bn01"]["mean"],
+                                state["batch_stats"]["trunk"]["bn01"]["mean"][task])
+
+  _ckplus_tree(tmp_path / "ck")
+  config = finetune_configs.get_config("ckplus,runlocal")
+  config.checkpoint_workdir = str(mtl_dir)
+  config.data.path = str(tmp_path / "ck")
+  config.data.face_detection = False
+  config.num_folds = 2
+  out = tmp_path / "ft"
+  summary = finetune.finetune(config, out)
+  assert summary["num_folds"] == 2 and len(summary["fold_accuracies"]) == 2
+  assert summary["class_names"] == ["anger", "happy", "surprise"]  # codes 1, 5, 7 re-indexed
+  assert summary["num_samples"] == 5 * 3 * 3 and summary["num_subjects"] == 5
+  assert summary["mean_accuracy"] == pytest.approx(np.mean(summary["fold_accuracies"]))
+  folds = [json.loads((out / f"fold_{k:02d}.json").read_text()) for k in range(2)]
+  assert not set(folds[0]["test_subjects"]) & set(folds[1]["test_subjects"])
+  assert sorted(folds[0]["test_subjects"] + folds[1]["test_subjects"]) == [1, 2, 3, 4, 5]
+  assert sum(f["num_test"] for f in folds) == 45
+  for f in folds:
+    assert f["num_train"] + f["num_test"] == 45
+    assert 0.0 <= f["accuracy"] <= 1.0
+
+  # Finished folds are not rerun.
+  def fail(*args, **kwargs):
+    raise AssertionError("a finished fold was rerun")
+  monkeypatch.setattr(finetune, "run_fold", fail)
+  again = finetune.finetune(config, out)
+  assert again["fold_accuracies"] == summary["fold_accuracies"]
+
+
+def test_pretrained_trunk_needs_an_mtl_workdir(tmp_path):
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    finetune.load_pretrained_trunk(tmp_path)

@@ -1,0 +1,280 @@
+"""Training of the stacked multi-task networks (mtl_flax.train) on a tiny variant.
+
+Compilation dominates the cost on CPU, so images are 16 x 16, batches hold 2-4 faces and the
+configs of the end-to-end tests are shared (train.compiled_functions caches their jitted
+functions within the process).
+"""
+import functools
+import json
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import mtl as mtl_configs
+from mtl_flax import checkpoint as checkpoint_lib
+from mtl_flax import train
+from mtl_flax.data import pipeline
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SIZE = 16
+
+
+def tiny_config(variant="runlocal,laf,ada"):
+  config = mtl_configs.get_config(variant)
+  config.image_size = SIZE
+  config.batch_size = 4
+  config.eval_batch_size = 4
+  config.num_steps = 4
+  config.checkpoint_every = 2
+  config.plots = False
+  return config
+
+
+def tiny_datasets(seed=0, n_expr=10, n_lm=8, num_classes=13):
+  rng = np.random.default_rng(seed)
+
+  def data(n, expression):
+    images = rng.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+    if expression:
+      return pipeline.TaskData(images, rng.integers(0, num_classes, n).astype(np.int32))
+    base = rng.uniform(0.3, 0.7, (68, 2))
+    return pipeline.TaskData(images, (base + rng.normal(0, 0.02, (n, 68, 2))).astype(np.float32))
+
+  train_sets = {"expression": data(n_expr, True), "landmarks": data(n_lm, False)}
+  test_sets = {"expression": data(5, True), "landmarks": data(3, False)}
+  return train_sets, test_sets
+
+
+def _batch(config, step=0):
+  datasets, _ = tiny_datasets()
+  return pipeline.train_batch(step, datasets, tuple(config.tasks), config.batch_size,
+                              seed=config.seed)
+
+
+def _step_rng():
+  return jax.random.split(train.root_key(tiny_config()))[1]
+
+
+def _init_rng():
+  return jax.random.split(train.root_key(tiny_config()))[0]  # as in train.train_and_evaluate
+
+
+@functools.lru_cache(maxsize=None)
+def _initial_state(variant):
+  config = tiny_config(variant)
+  model = train.build_model(config)
+  tx = train.make_optimizer(model, config.optimizer)
+  state = jax.jit(functools.partial(train.init_state, model, tx, image_shape=(SIZE, SIZE, 3)))(
+      _init_rng())
+  return model, tx, jax.device_get(state)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_step(init_variant, **kwargs):
+  """One compiled single-device step per setting, shared by the tests below."""
+  model, tx, _ = _initial_state(init_variant)
+  return jax.jit(train.make_train_step(model, tx, num_steps=4, **kwargs))
+
+
+def _stacked_kernels(params):
+  """Every per-task conv kernel with the task axis moved last (NumPy)."""
+  return {name: np.moveaxis(np.asarray(layer["kernel"]), 0, -1)
+          for name, layer in params["trunk"].items() if "kernel" in layer}
+
+
+def _numpy_trace_norm(kernels, kind):
+  """Independent reference: moveaxis/reshape unfoldings and NumPy singular values."""
+  total = 0.0
+  for w in kernels.values():
+    w = np.asarray(w, np.float64)
+    if kind == "laf":
+      mats = [w.reshape(-1, w.shape[-1])]
+    elif kind == "tucker":
+      mats = [np.moveaxis(w, i, 0).reshape(w.shape[i], -1) for i in range(w.ndim)]
+    else:
+      mats = [w.reshape(int(np.prod(w.shape[:k])), -1) for k in range(1, w.ndim)]
+    total += sum(np.linalg.svd(m, compute_uv=False).sum() for m in mats)
+  return total
+
+
+def _leaves_changed(before, after):
+  return any(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(before),
+                                                      jax.tree_util.tree_leaves(after)))
+
+
+def _ada_mode(kind):
+  # The unregularised run takes the alternating ADA updates, the others gradient reversal:
+  # both modes are covered without compiling a ninth step.
+  return "alternating" if kind == "none" else "grl"
+
+
+@pytest.mark.parametrize("ada", [False, True], ids=["plain", "ada"])
+@pytest.mark.parametrize("kind", ["none", "laf", "tucker", "tt"])
+def test_one_training_step_per_regulariser(kind, ada):
+  variant = f"runlocal,{kind}" + (",ada" if ada else "")
+  config = tiny_config(variant)
+  model, tx, state0 = _initial_state("runlocal,laf" + (",ada" if ada else ""))
+  step = _jitted_step("runlocal,laf" + (",ada" if ada else ""), regulariser=kind,
+                      strength=config.regulariser.strength, ada=ada,
+                      ada_mode=_ada_mode(kind) if ada else "grl")
+  state1, m = step(jax.tree_util.tree_map(jnp.asarray, state0), _batch(config),
+                   _step_rng())
+  m = jax.device_get(m)
+  assert all(np.isfinite(v) for v in m.values())
+  assert int(state1["step"]) == 1
+  expected_loss = m["expression_ce"] + m["landmark_loss"]
+  if kind == "none":
+    assert "trace_norm_penalty" not in m
+  else:
+    reference = _numpy_trace_norm(_stacked_kernels(state0["params"]), kind)
+    assert m["trace_norm_penalty"] == pytest.approx(config.regulariser.strength * reference,
+                                                    rel=1e-4)
+    expected_loss += m["trace_norm_penalty"]
+  if ada:
+    assert m["grl_lambda"] == 0.0  # lambda_p at p = 0
+    assert 0.3 < m["domain_ce"] < 1.5
+    expected_loss += m["domain_ce"]
+    assert _leaves_changed(state0["params"]["discriminator"], state1["params"]["discriminator"])
+  else:
+    assert "discriminator" not in state1["params"]
+  assert m["loss"] == pytest.approx(expected_loss, rel=1e-5)
+  assert _leaves_changed(state0["params"]["trunk"], state1["params"]["trunk"])
+  assert _leaves_changed(state0["batch_stats"], state1["batch_stats"])
+
+
+@pytest.mark.parametrize("variant,group", [("runlocal,hardstage1", "shared_trunk"),
+                                           ("runlocal,cross_stitch", "cross_stitch")])
+def test_hard_sharing_and_cross_stitch_train_in_the_same_step(variant, group):
+  config = tiny_config(variant)
+  model, tx, state0 = _initial_state(variant)
+  assert group in state0["params"]
+  step = _jitted_step(variant, regulariser="none")
+  state1, m = step(jax.tree_util.tree_map(jnp.asarray, state0), _batch(config),
+                   _step_rng())
+  assert np.isfinite(float(m["loss"]))
+  assert _leaves_changed(state0["params"][group], state1["params"][group])
+
+
+def test_alternating_ada_updates_discriminator_on_even_steps_only():
+  config = tiny_config("runlocal,none,alternating")
+  model, tx, state0 = _initial_state("runlocal,laf,ada")
+  step = _jitted_step("runlocal,laf,ada", regulariser="none",
+                      strength=config.regulariser.strength, ada=True,
+                      ada_mode=_ada_mode("none"))
+  state = jax.tree_util.tree_map(jnp.asarray, state0)
+  disc0 = jax.device_get(state["params"]["discriminator"])
+  state, _ = step(state, _batch(config), _step_rng())  # step 0: discriminator turn
+  disc1 = jax.device_get(state["params"]["discriminator"])
+  assert _leaves_changed(disc0, disc1)
+  # Step 1 is the extractors' turn: the discriminator gets no gradient, so SGD with momentum
+  # 0.9 moves it by 0.9 times its previous step.
+  state, m = step(state, _batch(config, 1), _step_rng())
+  disc2 = jax.device_get(state["params"]["discriminator"])
+  for a, b, c in zip(*(jax.tree_util.tree_leaves(d) for d in (disc0, disc1, disc2))):
+    np.testing.assert_allclose(c - b, config.optimizer.momentum * (b - a), atol=1e-7)
+  assert np.isfinite(float(m["loss"]))
+
+
+def _final_params(workdir, target):
+  ckpt = checkpoint_lib.Checkpointer(workdir)
+  try:
+    return ckpt.restore_latest(target)["params"], ckpt.latest_step()
+  finally:
+    ckpt.close()
+
+
+def test_resume_gives_the_uninterrupted_parameters_on_two_devices(tmp_path):
+  assert jax.device_count() == 2  # tests/conftest.py forces two host devices
+  config = tiny_config()
+  datasets = tiny_datasets()
+  mesh = train.compiled_functions(config)[2]
+  assert mesh.devices.size == 2
+
+  straight = train.train_and_evaluate(config, tmp_path / "straight", datasets=datasets)
+  first = train.train_and_evaluate(config, tmp_path / "resumed", datasets=datasets,
+                                   stop_at_step=2)
+  assert first == {"step": 2, "finished": False, "eval": {}, "workdir": str(tmp_path / "resumed")}
+  resumed = train.train_and_evaluate(config, tmp_path / "resumed", datasets=datasets)
+  assert straight["finished"] and resumed["finished"]
+  assert resumed["eval"] == pytest.approx(straight["eval"], rel=1e-6)
+
+  model, tx, state0 = _initial_state("runlocal,laf,ada")
+  target = jax.tree_util.tree_map(jnp.asarray, state0)
+  params_a, step_a = _final_params(tmp_path / "straight", target)
+  params_b, step_b = _final_params(tmp_path / "resumed", target)
+  assert step_a == step_b == 4
+  for a, b in zip(jax.tree_util.tree_leaves(params_a), jax.tree_util.tree_leaves(params_b)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+  assert _leaves_changed(state0["params"], params_a)
+
+  records = [json.loads(l) for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3, 4]
+  summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+  assert set(summary["decrease_rates"]) == set(_stacked_kernels(state0["params"]))
+  assert summary["eval"]["landmark_nme"] > 0
+
+  # The same first step on one device (no mesh) gives the data-parallel result.
+  single = _jitted_step("runlocal,laf,ada", regulariser="laf",
+                        strength=config.regulariser.strength, ada=True, ada_mode="grl")
+  batch = pipeline.train_batch(0, datasets[0], tuple(config.tasks), config.batch_size, seed=0)
+  _, m_single = single(target, batch, jax.random.split(train.root_key(config))[1])
+  first_log = records[0]
+  assert first_log["train/loss"] == pytest.approx(float(m_single["loss"]), rel=1e-5)
+
+  # A checkpoint of another architecture is refused with the mismatching leaves named.
+  other = train.build_model(_with_classes(config, 7))
+  other_tx = train.make_optimizer(other, config.optimizer)
+  shapes = jax.eval_shape(functools.partial(train.init_state, other, other_tx,
+                                            image_shape=(SIZE, SIZE, 3)), jax.random.key(0))
+  other_target = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  with pytest.raises(ValueError, match=r"params/heads/expression/kernel: checkpoint float32\[64, 13\] vs model float32\[64, 7\]"):
+    _final_params(tmp_path / "straight", other_target)
+
+
+def _with_classes(config, num_classes):
+  config = config.copy_and_resolve_references()
+  config.model.num_classes = num_classes
+  return config
+
+
+def test_nan_loss_raises_a_clear_error(tmp_path):
+  config = tiny_config()
+  train_sets, test_sets = tiny_datasets()
+  bad = pipeline.TaskData(train_sets["landmarks"].images,
+                          np.full_like(train_sets["landmarks"].targets, np.nan))
+  with pytest.raises(FloatingPointError, match="step 1: .*non-finite"):
+    train.train_and_evaluate(config, tmp_path, datasets=({**train_sets, "landmarks": bad},
+                                                         test_sets))
+
+
+def test_cli_end_to_end_runlocal(tmp_path, monkeypatch):
+  pytest.importorskip("mtl_flax.data.synthetic")
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from experiments import mtl as cli  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  # In-process (the tiny computation is the one compiled above); the flags are exactly what
+  # `python -m experiments.mtl` would parse.
+  command = ["mtl", f"--config={REPO / 'configs' / 'mtl.py'}:runlocal,laf,ada",
+             f"--workdir={workdir}", f"--config.image_size={SIZE}", "--config.batch_size=4",
+             "--config.eval_batch_size=4", "--config.num_steps=4", "--config.checkpoint_every=2"]
+  monkeypatch.setattr(sys, "argv", command)  # config_flags reads its overrides from sys.argv
+  argv = flags.FLAGS(command)
+  try:
+    cli.main(argv)
+  finally:
+    flags.FLAGS.unparse_flags()
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["finished"] and summary["step"] == 4
+  assert 0.0 <= summary["eval"]["expression_accuracy"] <= 1.0
+  assert summary["eval"]["landmark_nme"] > 0
+  for name in ("metrics.jsonl", "decrease_rates.png", "embedding.png", "features.npz",
+               "config.json"):
+    assert (workdir / name).is_file(), name
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+      "2", "4"]
+  with np.load(workdir / "features.npz") as f:
+    assert f["expression"].shape[1] == f["landmarks"].shape[1] == 64

@@ -1,0 +1,33 @@
+"""Atomic file writes: write a temporary file in the destination folder, then rename it."""
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import tempfile
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+  """Yields a temporary path next to ``path``; renames it onto ``path`` if the block succeeds.
+
+  An interrupted or failing write leaves ``path`` as it was (and no temporary file behind).
+  """
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+  os.close(fd)
+  try:
+    yield pathlib.Path(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
+  """Writes ``text`` to ``path`` atomically."""
+  with atomic_path(path) as tmp:
+    tmp.write_text(text)
+  return pathlib.Path(path)
