@@ -98,11 +98,25 @@ def _randomized_svd(m, key, rank, oversample, power_iters):
   return u, s, vt
 
 
-def _factor(m, key, config):
+def _factor_one(m, key, config):
   method, rank, oversample, power_iters = config
   if method == "randomized" and min(m.shape[-2:]) > rank + oversample:
     return _randomized_svd(m, key, rank, oversample, power_iters)
   return _thin_svd(m)
+
+
+def _factor(m, key, config):
+  if m.ndim == 2 or jax.default_backend() != "cpu":
+    return _factor_one(m, key, config)
+  # XLA:CPU runs independent LAPACK calls concurrently, and jaxlib's batched QR/SVD kernels wait
+  # on the same small thread pool for their batch items: two of them at once can deadlock (seen
+  # with jax 0.10 on 2 cores). One matrix at a time (lax.map) never waits on the pool.
+  lead = m.shape[:-2]
+  flat = m.reshape((-1,) + m.shape[-2:])
+  keys = jax.random.split(key, flat.shape[0])
+  u, s, vt = jax.lax.map(lambda args: _factor_one(args[0], args[1], config), (flat, keys))
+  return (u.reshape(lead + u.shape[1:]), s.reshape(lead + s.shape[1:]),
+          vt.reshape(lead + vt.shape[1:]))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -16,10 +16,11 @@ needs only ``r x C`` coordinates per group:
   sizeable work of an iteration (``K r^2 C`` instead of the ``2 Kd r C`` of two products with Q);
 * group norms ``||V_g||^2 = a^2 |g| + 2 a <o_g, v 1> + <v, H v>`` give the shrinkage exactly;
 * the stopping rule ``max |C_new - D| < tol`` is evaluated on
-  ``C_new - D = (s - 1) V - (mu' / mu)(s' - 1) V'``: a Frobenius lower bound and a row-norm upper
-  bound decide it without leaving the coordinates; only when the bounds straddle ``tol`` are the
-  entries ``a 1 + Q_g x`` formed (one block product, skipped by ``lax.cond`` when no grid point
-  of the chunk needs it).
+  ``C_new - D = (s - 1) V - (mu' / mu)(s' - 1) V'``. Two lower bounds (the exact entries of a
+  few "probe" rows per group, the rows of ``Q_g`` of largest norm; and a Frobenius bound) and a
+  row-norm upper bound decide it without leaving the coordinates; only when the bounds straddle
+  ``tol`` are all entries ``a 1 + Q_g x`` formed (one block product, skipped by ``lax.cond``
+  when no grid point of the chunk needs it).
 
 The iterates are those of the reference algorithm up to rounding, and the stopping decision is
 exact, so iteration counts, selected groups and scores match the dense solver. Requires groups of
@@ -43,22 +44,27 @@ class GramFactors(NamedTuple):
   o: jax.Array      # (K, r)     Q_g^T 1
   qb: jax.Array     # (K, m, r)  Q_g, for exact stopping checks
   row_max: jax.Array  # (K,)     max row norm of Q_g
+  probe: jax.Array  # (K, p, r)  the p rows of Q_g of largest norm (cheap exact lower bounds)
   xq: jax.Array     # (K, nt, r) Xt_g Q_g, for target logits
   xo: jax.Array     # (K, nt)    Xt_g 1
 
 
-@functools.partial(jax.jit, static_argnames=("num_groups",))
-def gram_factors(problem: solver.Problem, xt: jax.Array, *, num_groups: int) -> GramFactors:
+@functools.partial(jax.jit, static_argnames=("num_groups", "num_probes"))
+def gram_factors(problem: solver.Problem, xt: jax.Array, *, num_groups: int,
+                 num_probes: int = 8) -> GramFactors:
   """Builds :class:`GramFactors` from a prepared problem with equal, contiguous groups."""
   kd, r = problem.q.shape
   m = kd // num_groups
   qb = problem.q.reshape(num_groups, m, r)
   xtb = xt.reshape(xt.shape[0], num_groups, m)
+  row_norms = jnp.sum(qb * qb, axis=2)                                  # (K, m)
+  _, probe_rows = jax.lax.top_k(row_norms, min(num_probes, m))
   return GramFactors(
       h=jnp.einsum("kmi,kmj->kij", qb, qb),
       o=qb.sum(axis=1),
       qb=qb,
-      row_max=jnp.sqrt(jnp.max(jnp.sum(qb * qb, axis=2), axis=1)),
+      row_max=jnp.sqrt(jnp.max(row_norms, axis=1)),
+      probe=jnp.take_along_axis(qb, probe_rows[:, :, None], axis=1),
       xq=jnp.einsum("nkm,kmr->knr", xtb, qb),
       xo=xtb.sum(axis=2).T)
 
@@ -162,7 +168,9 @@ def iterate(problem: solver.Problem, f: GramFactors, w: jax.Array, s_eig: jax.Ar
     quad = _quad(f, ax, x, hx, m)
     slack = 16.0 * eps * _quad_terms(f, ax, x, hx, m)
     num_classes = x.shape[2]
-    lower = jnp.sqrt(jnp.maximum(quad - slack, 0.0) / (m * num_classes)).max(axis=0)   # (G,)
+    lower_frob = jnp.sqrt(jnp.maximum(quad - slack, 0.0) / (m * num_classes)).max(axis=0)
+    probed = jnp.einsum("kpr,krcg->kpcg", f.probe, x) + ax[:, None, None, :]
+    lower = jnp.maximum(lower_frob, jnp.max(jnp.abs(probed), axis=(0, 1, 2)))    # (G,)
     col_norm = jnp.sqrt(jnp.sum(x * x, axis=1)).max(axis=1)                          # (K, G)
     upper = (jnp.abs(ax) + f.row_max[:, None] * col_norm).max(axis=0) * (1.0 + 16.0 * eps)
     ambiguous = run & (lower < tol) & (upper >= tol)
