@@ -262,11 +262,13 @@ def trace_norm_per_layer(kernels: Mapping[str, jax.Array], kind: str,
 def trace_norm_penalty(kernels: Mapping[str, jax.Array], *, kind: str, strength,
                        gammas: Sequence[float] | None = None, method: str = "exact",
                        key: jax.Array | None = None, rank: int | None = None,
-                       oversample: int = 10, power_iters: int = 2) -> jax.Array:
+                       oversample: int = 10, power_iters: int = 2,
+                       batch_layers: bool | None = None) -> jax.Array:
   """``strength * sum over layers`` of the tensor trace norm of each stacked kernel.
 
-  Layers of the same shape are stacked and factorised as one batch (ResNet-34 has 36 kernels but
-  only 9 distinct shapes), which keeps the number of SVD calls, and the compile time, small.
+  On accelerators, layers of the same shape are stacked and factorised as one batch (ResNet-34 has
+  36 kernels but only 11 distinct shapes), which keeps the number of SVD calls small; on CPU every
+  layer is factorised on its own (see ``_factor`` for why).
 
   Args:
     kernels: ``{name: stacked kernel (kh, kw, cin, cout, T)}``.
@@ -276,6 +278,7 @@ def trace_norm_penalty(kernels: Mapping[str, jax.Array], *, kind: str, strength,
     method: 'exact' or 'randomized'.
     key: PRNG key of the randomized SVD (fold in the step for fresh directions every step).
     rank, oversample, power_iters: as in ``nuclear_norm``.
+    batch_layers: factorise same-shape layers as one batch; default: on accelerators only.
 
   Returns:
     Scalar penalty.
@@ -284,8 +287,12 @@ def trace_norm_penalty(kernels: Mapping[str, jax.Array], *, kind: str, strength,
   if not kernels:
     return jnp.zeros((), jnp.float32) * strength
   groups: dict[tuple[int, ...], list[jax.Array]] = {}
+  batch = jax.default_backend() != "cpu" if batch_layers is None else batch_layers
   for name in sorted(kernels):
-    groups.setdefault(tuple(kernels[name].shape), []).append(kernels[name])
+    # On CPU each layer is factorised on its own: batched LAPACK calls there go through a
+    # sequential lax.map (see _factor), which compiles and runs slower than separate calls.
+    group_key = tuple(kernels[name].shape) if batch else (len(groups),)
+    groups.setdefault(group_key, []).append(kernels[name])
   base = jax.random.key(0) if key is None else key
   total = 0.0
   for i, (shape, group) in enumerate(sorted(groups.items())):

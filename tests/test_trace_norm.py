@@ -161,17 +161,21 @@ def test_penalty_sums_layers_and_groups_shapes():
   def compute(ks, strength):
     out = {}
     for kind in ("tucker", "tt"):  # LAF is one of Tucker's unfoldings
-      penalty_fn = lambda k: tn.trace_norm_penalty(k, kind=kind, strength=strength)
+      # Layers "a" and "b" share a shape: batched into one factorisation when batch_layers.
+      penalty_fn = lambda k: tn.trace_norm_penalty(k, kind=kind, strength=strength,
+                                                   batch_layers=True)
       out[kind] = (tn.trace_norm_per_layer(ks, kind), penalty_fn(ks), jax.grad(penalty_fn)(ks),
-                   jax.grad(lambda x: tn.tensor_trace_norm(x, kind))(ks["b"]))
+                   jax.grad(lambda x: tn.tensor_trace_norm(x, kind))(ks["b"]),
+                   tn.trace_norm_penalty(ks, kind=kind, strength=strength, batch_layers=False))
     return out
 
-  for kind, (per_layer, penalty, g, g_b) in compute(kernels, jnp.float32(0.3)).items():
+  for kind, (per_layer, penalty, g, g_b, unbatched) in compute(kernels, jnp.float32(0.3)).items():
     assert sorted(per_layer) == ["a", "b", "c"]
     np.testing.assert_allclose(float(per_layer["c"]),
                                float(tn.tensor_trace_norm(kernels["c"], kind)), rtol=1e-5)
     np.testing.assert_allclose(float(penalty), 0.3 * sum(float(v) for v in per_layer.values()),
                                rtol=1e-5)
+    np.testing.assert_allclose(float(unbatched), float(penalty), rtol=1e-5)
     # Gradient of the batched (grouped) penalty = the per-layer gradient.
     np.testing.assert_allclose(np.asarray(g["b"]), 0.3 * np.asarray(g_b), atol=1e-5)
   with pytest.raises(ValueError, match="kind"):
