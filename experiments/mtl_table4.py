@@ -20,7 +20,6 @@ Besides the table, DIR gets `decrease_rates.png` (Fig. 3a-b: LAF, Tucker, TT) an
 import csv
 import io
 import json
-import os
 import pathlib
 
 from absl import app
@@ -32,6 +31,7 @@ import numpy as np
 from configs import mtl as mtl_configs
 from mtl_flax import evaluate
 from mtl_flax import train
+from tgsr_jax import atomic
 
 ROWS = {
     "single": ("single",),
@@ -119,9 +119,7 @@ def write_tables(records, workdir):
               f"{_fmt(acc, '.2f')} | {_fmt(nme, '.2f')} | "
               f"{_fmt(r['domain_separability'], '.3f')} |")
   for name, text in (("table4.csv", buf.getvalue()), ("table4.md", "\n".join(md) + "\n")):
-    tmp = workdir / (name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, workdir / name)
+    atomic.write_text(workdir / name, text)
 
 
 def write_figures(workdir, rows):

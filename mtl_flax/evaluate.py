@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import os
 import pathlib
 
 import jax
@@ -18,6 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mtl_flax import metrics as metrics_lib
+from tgsr_jax import atomic
 
 
 def preprocess(images):
@@ -102,10 +102,8 @@ def _pyplot():
 
 
 def _save(fig, path):
-  path = pathlib.Path(path)
-  tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-  fig.savefig(tmp, dpi=120, bbox_inches="tight")
-  os.replace(tmp, path)
+  with atomic.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=120, bbox_inches="tight", format=pathlib.Path(path).suffix[1:] or "png")
 
 
 def plot_decrease_rates(rates: dict, path) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import pathlib
 import time
 
@@ -41,6 +40,7 @@ from mtl_flax.data import augment
 from mtl_flax.data import pipeline
 from mtl_flax.models import multitask
 from mtl_flax.models import resnet
+from tgsr_jax import atomic
 
 Array = jax.Array
 
@@ -380,9 +380,7 @@ def _tensorboard_writer(logdir):
 
 
 def _atomic_write(path: pathlib.Path, text: str):
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+  atomic.write_text(path, text)
 
 
 def write_json(path, obj):

@@ -31,3 +31,10 @@ def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
   with atomic_path(path) as tmp:
     tmp.write_text(text)
   return pathlib.Path(path)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> pathlib.Path:
+  """Writes ``data`` to ``path`` atomically."""
+  with atomic_path(path) as tmp:
+    tmp.write_bytes(data)
+  return pathlib.Path(path)

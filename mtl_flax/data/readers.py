@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from mtl_flax.data import augment
+from tgsr_jax import atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
 NUM_LANDMARKS = 68
@@ -156,9 +157,7 @@ def write_pts(path, points_zero_based: np.ndarray) -> None:
   lines = ["version: 1", f"n_points:  {len(points_zero_based)}", "{"]
   lines += [f"{x + 1:.6f} {y + 1:.6f}" for x, y in np.asarray(points_zero_based, np.float64)]
   lines.append("}")
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text("\n".join(lines) + "\n")
-  os.replace(tmp, path)
+  atomic.write_text(path, "\n".join(lines) + "\n")
 
 
 # --------------------------------------------------------------------------- face cropping

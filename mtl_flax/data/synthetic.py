@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import zlib
 from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
 
+from tgsr_jax import atomic
 from tgsr_jax.synthetic import faces
 
 # 13 subtle mental-state expressions: (name, action units at intensity 1 of the class scale).
@@ -397,16 +397,7 @@ def make_expression_sequences(num_subjects: int, *, seed: int, frame_size=(240, 
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-  folder = os.path.dirname(path) or "."
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  atomic.write_bytes(path, data)
 
 
 def _write_image(path: str, image: np.ndarray) -> None:

@@ -966,7 +966,6 @@ def _draw_features(img: np.ndarray, prep: PreparedFace, lm: np.ndarray,
   mouth_sh = shade(lm[OUTER_LIPS].mean(0))
   lip = np.asarray(s.lip_rgb, np.float32) * gain * mouth_sh
   upper_poly = np.concatenate([lm[[48, 49, 50, 51, 52, 53, 54]], lm[[64, 63, 62, 61, 60]]])
-  lower_poly = np.concatenate([lm[[54, 55, 56, 57, 58, 59, 48]], lm[[60, 67, 66, 65, 64]]])
   r, m = canvas.mask(outer, 3, _fill(outer))
   canvas.blend(r, m, lip, 0.75, blur=max(0.4, 0.003 * fw))
   r, m = canvas.mask(upper_poly, 3, _fill(_smooth_closed(upper_poly, 3)))

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import zlib
 from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
 
+from tgsr_jax import atomic
 from tgsr_jax import layout
 from tgsr_jax.synthetic import faces
 
@@ -553,16 +553,7 @@ def _class_counts(total: int, weights: Sequence[float]) -> list[int]:
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:
-  folder = os.path.dirname(path)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  atomic.write_bytes(path, data)
 
 
 def _write_frame(path: str, frame: np.ndarray, ext: str, jpeg_quality: int = 95) -> None:
@@ -662,15 +653,8 @@ def write_casme2(root, spec: DatabaseSpec, *, seed: int, num_clips: int | None =
   ws.append(list(CASME2_HEADER))
   for row in rows:
     ws.append(list(row))
-  fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp-", suffix=".xlsx")
-  os.close(fd)
-  try:
+  with atomic.atomic_path(os.path.join(root, CASME2_SHEET)) as tmp:
     wb.save(tmp)
-    os.replace(tmp, os.path.join(root, CASME2_SHEET))
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
   return DatabaseTruth(name=spec.name, root=root, spec=spec, clips=tuple(truths))
 
 
