@@ -16,12 +16,27 @@ differentiating through the SVD (whose JAX derivative divides by ``s_i^2 - s_j^2
 the repeated zero singular values of, e.g., identical task kernels). Singular values below
 ``rtol * s_max`` are masked out of the gradient (the zero-matrix choice of the subgradient).
 
-Two factorisations: ``'exact'`` (a tall-skinny unfolding is reduced by QR first, so the SVD is of
-the small square R factor) and ``'randomized'`` (Halko, Martinsson & Tropp 2011: Gaussian range
-finder with oversampling and power iterations, then the SVD of the small projected matrix). The
-randomized one estimates the sum of the top ``rank`` singular values (and the gradient is the
-matching ``U_r V_r^T``); unfoldings whose smaller side is at most ``rank + oversample`` use the
-exact factorisation, which is then cheaper and exact.
+Three factorisations:
+
+* ``'exact'``: a tall-skinny unfolding is reduced by QR first, so the SVD is of the small square
+  R factor (LAPACK / cuSOLVER Householder QR and SVD; the reference).
+* ``'gram'``: for ``M`` of shape (n, p) with n <= p, the eigendecomposition ``M M^T = U L U^T`` of
+  the small n x n Gram matrix, then the re-projection ``B = U^T M``, ``s_i = ||B_i||`` (row norms)
+  and ``V^T = diag(1/s) B``: the whole nuclear norm at the cost of two matrix products and one
+  small ``eigh``, with no Householder QR of the long side. Rounding in the squared matrix
+  perturbs ``U`` by about ``eps s_max^2 / gap``; the re-projected ``s_i`` and ``U V^T`` feel this
+  only where eigenvectors of nearly equal ``L`` values mix, which matters only for singular values
+  near ``sqrt(eps) s_max``. So where a kept singular value lies below ``10 sqrt(eps) s_max``
+  (3.5e-3 in float32) the matrix is factorised by ``'exact'`` instead (``lax.cond``), and
+  ``'gram'`` agrees with ``'exact'`` to float precision on every input; on the well-conditioned
+  wide unfoldings of ResNet-34 kernels it runs 2-3x faster on CPU
+  (``benchmarks/mtl_step.py`` prints both).
+* ``'randomized'`` (Halko, Martinsson & Tropp 2011): Gaussian range finder with oversampling and
+  power iterations, then the SVD of the small projected matrix. It estimates the sum of the top
+  ``rank`` singular values (and the gradient is the matching ``U_r V_r^T``): a Ky Fan norm, which
+  for a full-rank unfolding is smaller than the nuclear norm and leaves the trailing singular
+  values unpenalised. Unfoldings whose smaller side is at most ``rank + oversample`` use the
+  exact factorisation, which is then cheaper and exact.
 """
 import functools
 import math
@@ -32,9 +47,11 @@ import jax.numpy as jnp
 import numpy as np
 
 KINDS = ("laf", "tucker", "tt")
-METHODS = ("exact", "randomized")
+METHODS = ("exact", "gram", "randomized")
 DEFAULT_RANK = 32
 _RTOL_EPS = 1e3
+# 'gram' is used where every kept singular value is above this times sqrt(eps) s_max.
+_GRAM_RELIABLE = 10.0
 
 
 def unfold(t: jax.Array, mode: int) -> jax.Array:
@@ -55,13 +72,19 @@ def laf_unfolding(t: jax.Array) -> jax.Array:
   return unfold(t, t.ndim - 1)
 
 
+def _mm(a, b):
+  # Full float32 products: on GPUs the default lets XLA use TF32 (10-bit mantissa), which would
+  # cost the factorisations (the Gram matrix above all) most of their accuracy.
+  return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
 def _thin_svd_tall(a):
   """Thin SVD of a batch of tall matrices (..., N, P), N >= P: QR first when N >> P."""
   n, p = a.shape[-2:]
   if n >= 2 * p:
     q, r = jnp.linalg.qr(a)
     ur, s, vt = jnp.linalg.svd(r, full_matrices=False)
-    return q @ ur, s, vt
+    return _mm(q, ur), s, vt
   return jnp.linalg.svd(a, full_matrices=False)
 
 
@@ -83,25 +106,62 @@ def _randomized_svd(m, key, rank, oversample, power_iters):
   a = jnp.swapaxes(m, -1, -2) if transposed else m  # tall: (..., N, P)
   width = rank + oversample
   omega = jax.random.normal(key, a.shape[:-2] + (a.shape[-1], width), a.dtype)
-  q = _orthonormal(a @ omega)
+  q = _orthonormal(_mm(a, omega))
   at = jnp.swapaxes(a, -1, -2)
   for _ in range(power_iters):
     # Re-orthonormalising between products keeps the small singular directions from
     # drowning in round-off (Halko et al., Alg. 4.4).
-    q = _orthonormal(a @ _orthonormal(at @ q))
-  b = jnp.swapaxes(q, -1, -2) @ a  # (..., width, P)
+    q = _orthonormal(_mm(a, _orthonormal(_mm(at, q))))
+  b = _mm(jnp.swapaxes(q, -1, -2), a)  # (..., width, P)
   ub, s, vt = _thin_svd(b)
-  u = q @ ub
+  u = _mm(q, ub)
   u, s, vt = u[..., :rank], s[..., :rank], vt[..., :rank, :]
   if transposed:
     return jnp.swapaxes(vt, -1, -2), s, jnp.swapaxes(u, -1, -2)
   return u, s, vt
 
 
+def _gram_svd(m):
+  """``(u, s, vt)`` of (..., n, p) from the eigenvectors of the smaller Gram matrix, re-projected.
+
+  For n <= p: ``M M^T = U L U^T``, ``B = U^T M``, ``s = ||rows of B||``, ``vt = B / s`` (0 where
+  ``s`` is masked as in the gradient); the transposed case works on ``M^T M`` and columns. When a
+  kept singular value lies below ``_GRAM_RELIABLE * sqrt(eps) * s_max`` (where rounding in the
+  squared matrix can mix the eigenvectors of nearby values), the whole batch is factorised by
+  ``_thin_svd`` instead (``lax.cond``: the fast path costs nothing extra).
+  """
+  wide = m.shape[-2] <= m.shape[-1]
+  a = m if wide else jnp.swapaxes(m, -1, -2)  # (..., n, p), n <= p
+  gram = _mm(a, jnp.swapaxes(a, -1, -2))
+  _, u = jnp.linalg.eigh(gram)
+  u = u[..., ::-1]  # eigh is ascending; largest first
+  b = _mm(jnp.swapaxes(u, -1, -2), a)
+  s = jnp.linalg.norm(b, axis=-1)
+  keep = _kept(s)
+  vt = b * jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0)[..., None].astype(b.dtype)
+  if not wide:
+    u, vt = jnp.swapaxes(vt, -1, -2), jnp.swapaxes(u, -1, -2)
+  return jax.lax.cond(_gram_unreliable(s), lambda: tuple(_thin_svd(m)), lambda: (u, s, vt))
+
+
+def _gram_unreliable(s):
+  """Whether any matrix of the batch has a kept singular value below ``10 sqrt(eps) s_max``."""
+  reliable = _GRAM_RELIABLE * math.sqrt(float(jnp.finfo(s.dtype).eps))
+  return jnp.any(_kept(s) & (s < reliable * jnp.max(s, axis=-1, keepdims=True)))
+
+
+def _kept(s):
+  """Singular values above ``1e3 eps s_max`` (a zero matrix keeps none)."""
+  rtol = _RTOL_EPS * jnp.finfo(s.dtype).eps
+  return s > rtol * jnp.max(s, axis=-1, keepdims=True)
+
+
 def _factor_one(m, key, config):
   method, rank, oversample, power_iters = config
   if method == "randomized" and min(m.shape[-2:]) > rank + oversample:
     return _randomized_svd(m, key, rank, oversample, power_iters)
+  if method == "gram":
+    return _gram_svd(m)
   return _thin_svd(m)
 
 
@@ -132,10 +192,8 @@ def _nuclear_fwd(m, key, config):
 def _nuclear_bwd(config, residuals, g):
   del config
   u, s, vt = residuals
-  rtol = _RTOL_EPS * jnp.finfo(s.dtype).eps
-  # s is sorted descending; s[..., :1] is the largest. A zero matrix masks everything.
-  keep = (s > rtol * s[..., :1]).astype(u.dtype)
-  grad = (u * keep[..., None, :]) @ vt
+  keep = _kept(s).astype(u.dtype)
+  grad = _mm(u * keep[..., None, :], vt)
   return grad * g[..., None, None].astype(grad.dtype), None
 
 
@@ -151,7 +209,7 @@ def _svd_config(method, rank, oversample, power_iters):
       raise ValueError(f"randomized SVD: expected rank >= 1, oversample >= 0, power_iters >= 0, "
                        f"got rank={rank}, oversample={oversample}, power_iters={power_iters}")
     return ("randomized", rank, int(oversample), int(power_iters))
-  return ("exact", 0, 0, 0)
+  return (method, 0, 0, 0)
 
 
 def nuclear_norm(m: jax.Array, *, method: str = "exact", rank: int | None = None,
@@ -161,7 +219,8 @@ def nuclear_norm(m: jax.Array, *, method: str = "exact", rank: int | None = None
 
   Args:
     m: a matrix (n, p), or a batch of them (..., n, p).
-    method: 'exact' (QR + small SVD) or 'randomized' (range finder + small SVD).
+    method: 'exact' (QR + small SVD), 'gram' (eigh of the small Gram matrix, re-projected) or
+      'randomized' (range finder + small SVD; the top-``rank`` singular values only).
     rank: 'randomized' only: number of leading singular values summed (default 32).
     oversample: 'randomized' only: extra random directions of the range finder.
     power_iters: 'randomized' only: power iterations (sharpen a slowly decaying spectrum).
@@ -275,7 +334,7 @@ def trace_norm_penalty(kernels: Mapping[str, jax.Array], *, kind: str, strength,
     kind: 'laf', 'tucker' or 'tt'.
     strength: the network-wide penalty weight (pass an array under jit to avoid recompiles).
     gammas: unfolding weights as in ``tensor_trace_norm``.
-    method: 'exact' or 'randomized'.
+    method: 'exact', 'gram' or 'randomized' (see ``nuclear_norm``).
     key: PRNG key of the randomized SVD (fold in the step for fresh directions every step).
     rank, oversample, power_iters: as in ``nuclear_norm``.
     batch_layers: factorise same-shape layers as one batch; default: on accelerators only.

@@ -146,6 +146,23 @@ def test_one_training_step_per_regulariser(kind, ada):
   assert _leaves_changed(state0["batch_stats"], state1["batch_stats"])
 
 
+def test_gram_factorisation_trains_like_exact():
+  # The same Tucker step with the Gram-matrix factorisation: the same penalty and parameters.
+  config = tiny_config("runlocal,tucker")
+  _, _, state0 = _initial_state("runlocal,laf")
+  common = dict(regulariser="tucker", strength=config.regulariser.strength, ada=False,
+                ada_mode="grl")  # the exact step is the one compiled above
+  out = {}
+  for method, kwargs in (("exact", {}), ("gram", {"svd_method": "gram"})):
+    state1, m = _jitted_step("runlocal,laf", **common, **kwargs)(
+        jax.tree_util.tree_map(jnp.asarray, state0), _batch(config), _step_rng())
+    out[method] = jax.device_get((state1["params"]["trunk"], m["trace_norm_penalty"]))
+  assert out["gram"][1] == pytest.approx(out["exact"][1], rel=1e-5)
+  for got, want in zip(jax.tree_util.tree_leaves(out["gram"][0]),
+                       jax.tree_util.tree_leaves(out["exact"][0])):
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 @pytest.mark.parametrize("variant,group", [("runlocal,hardstage1", "shared_trunk"),
                                            ("runlocal,cross_stitch", "cross_stitch")])
 def test_hard_sharing_and_cross_stitch_train_in_the_same_step(variant, group):

@@ -56,19 +56,22 @@ def test_unfoldings_match_index_loops():
     tn.tt_unfolding(jnp.asarray(t), 4)
 
 
+@pytest.mark.parametrize("method", ["exact", "gram"])
 @pytest.mark.parametrize("shape", [(40, 5), (5, 40), (7, 6), (6, 7), (3, 9, 4)])
-def test_nuclear_norm_matches_numpy(shape):
-  # (40, 5) takes the QR path, (7, 6) the direct SVD, (3, 9, 4) is a batch.
+def test_nuclear_norm_matches_numpy(shape, method):
+  # exact: (40, 5) takes the QR path, (7, 6) the direct SVD; (3, 9, 4) is a batch.
   m = _rng(1).normal(size=shape).astype(np.float32)
   want = np.linalg.svd(m.astype(np.float64), compute_uv=False).sum(-1)
-  np.testing.assert_allclose(np.asarray(tn.nuclear_norm(jnp.asarray(m))), want, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(tn.nuclear_norm(jnp.asarray(m), method=method)), want,
+                             rtol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["exact", "gram"])
 @pytest.mark.parametrize("shape", [(30, 4), (4, 30), (6, 5)])
-def test_gradient_matches_closed_form(shape):
+def test_gradient_matches_closed_form(shape, method):
   with jax.enable_x64(True):
     w = _rng(2).normal(size=shape)
-    grad = np.asarray(jax.grad(tn.nuclear_norm)(jnp.asarray(w)))
+    grad = np.asarray(jax.grad(lambda x: tn.nuclear_norm(x, method=method))(jnp.asarray(w)))
     # d||W||_* = W (W^T W)^(-1/2) for full column rank, (W W^T)^(-1/2) W for full row rank.
     if shape[0] >= shape[1]:
       want = w @ np.linalg.inv(scipy.linalg.sqrtm(w.T @ w).real)
@@ -78,13 +81,14 @@ def test_gradient_matches_closed_form(shape):
     np.testing.assert_allclose(grad, want, atol=1e-10)
 
 
+@pytest.mark.parametrize("method", ["exact", "gram"])
 @pytest.mark.parametrize("kind", tn.KINDS)
-def test_gradient_matches_finite_differences(kind):
+def test_gradient_matches_finite_differences(kind, method):
   with jax.enable_x64(True):
     rng = _rng(3)
     t = jnp.asarray(rng.normal(size=(2, 3, 3, 2)))
     gammas = {"laf": None, "tucker": [1.0, 0.5, 2.0, 1.5], "tt": [0.7, 1.0, 1.3]}[kind]
-    f = lambda x: tn.tensor_trace_norm(x, kind, gammas)
+    f = lambda x: tn.tensor_trace_norm(x, kind, gammas, method=method)
     grad = jax.grad(f)(t)
     eps = 1e-6
     for _ in range(4):
@@ -128,9 +132,51 @@ def test_identical_task_kernels_give_finite_gradients():
       np.testing.assert_allclose(np.asarray(grad[..., 1]), want, atol=1e-6)
 
 
-def test_zero_matrix_has_zero_gradient():
-  grad = jax.grad(tn.nuclear_norm)(jnp.zeros((6, 3)))
+@pytest.mark.parametrize("method", tn.METHODS)
+def test_zero_matrix_has_zero_gradient(method):
+  value, grad = jax.value_and_grad(lambda x: tn.nuclear_norm(x, method=method, rank=2))(
+      jnp.zeros((6, 3)))
+  assert float(value) == 0.0
   np.testing.assert_array_equal(np.asarray(grad), 0.0)
+
+
+def _with_spectrum(rng, n, p, s):
+  u = np.linalg.qr(rng.normal(size=(n, len(s))))[0]
+  v = np.linalg.qr(rng.normal(size=(p, len(s))))[0]
+  return (u * s) @ v.T
+
+
+def _reference_uv(m):
+  """float64 U V^T with the float32 mask (singular values above 1e3 eps32 s_max)."""
+  u, s, vt = np.linalg.svd(m, full_matrices=False)
+  keep = s > 1e3 * np.finfo(np.float32).eps * s[0]
+  return s.sum(), u[:, keep] @ vt[keep]
+
+
+@pytest.mark.parametrize("case", ["conditioned", "graded", "low_rank", "tall_graded"])
+def test_gram_matches_float64_svd_in_float32(case):
+  # 'conditioned' (kappa 100, above the 10 sqrt(eps) threshold) runs the Gram path; 'graded'
+  # (singular values down to 1e-6 s_max, where squaring mixes eigenvectors) falls back to the
+  # exact factorisation; 'low_rank' has exact zeros, which are masked and keep the Gram path.
+  rng = _rng(11)
+  m, fast = {
+      "conditioned": (_with_spectrum(rng, 48, 300, np.logspace(0, -2, 48)), True),
+      "graded": (_with_spectrum(rng, 48, 300, np.logspace(0, -6, 48)), False),
+      "low_rank": (_with_spectrum(rng, 48, 300, np.r_[np.linspace(1, 0.5, 6), np.zeros(42)]),
+                   True),
+      "tall_graded": (_with_spectrum(rng, 300, 40, np.logspace(0, -5, 40)), False),
+  }[case]
+  m32 = jnp.asarray(m, jnp.float32)
+  s32 = jnp.linalg.svd(m32, compute_uv=False)
+  assert bool(tn._gram_unreliable(s32)) == (not fast)  # pylint: disable=protected-access
+  want_value, want_grad = _reference_uv(m)
+  value, grad = jax.value_and_grad(lambda x: tn.nuclear_norm(x, method="gram"))(m32)
+  np.testing.assert_allclose(float(value), want_value, rtol=2e-6)
+  # The exact float32 factorisation is itself accurate to ~1e-4 here (singular values near the
+  # mask threshold); 'gram' must be as good.
+  exact_grad = jax.grad(tn.nuclear_norm)(m32)
+  tol = max(2e-5, 2 * float(np.abs(np.asarray(exact_grad) - want_grad).max()))
+  np.testing.assert_allclose(np.asarray(grad), want_grad, atol=tol)
 
 
 def test_randomized_matches_exact_on_low_rank():
@@ -151,7 +197,8 @@ def test_randomized_matches_exact_on_low_rank():
     tn.nuclear_norm(m, method="lanczos")
 
 
-def test_penalty_sums_layers_and_groups_shapes():
+@pytest.mark.parametrize("method", ["exact", "gram"])
+def test_penalty_sums_layers_and_groups_shapes(method):
   rng = _rng(8)
   kernels = {"a": rng.normal(size=(2, 2, 2, 3, 2)), "b": rng.normal(size=(2, 2, 2, 3, 2)),
              "c": rng.normal(size=(1, 1, 3, 2, 2))}
@@ -163,10 +210,12 @@ def test_penalty_sums_layers_and_groups_shapes():
     for kind in ("tucker", "tt"):  # LAF is one of Tucker's unfoldings
       # Layers "a" and "b" share a shape: batched into one factorisation when batch_layers.
       penalty_fn = lambda k: tn.trace_norm_penalty(k, kind=kind, strength=strength,
-                                                   batch_layers=True)
-      out[kind] = (tn.trace_norm_per_layer(ks, kind), penalty_fn(ks), jax.grad(penalty_fn)(ks),
-                   jax.grad(lambda x: tn.tensor_trace_norm(x, kind))(ks["b"]),
-                   tn.trace_norm_penalty(ks, kind=kind, strength=strength, batch_layers=False))
+                                                   method=method, batch_layers=True)
+      out[kind] = (tn.trace_norm_per_layer(ks, kind, method=method), penalty_fn(ks),
+                   jax.grad(penalty_fn)(ks),
+                   jax.grad(lambda x: tn.tensor_trace_norm(x, kind, method=method))(ks["b"]),
+                   tn.trace_norm_penalty(ks, kind=kind, strength=strength, method=method,
+                                         batch_layers=False))
     return out
 
   for kind, (per_layer, penalty, g, g_b, unbatched) in compute(kernels, jnp.float32(0.3)).items():
