@@ -11,9 +11,11 @@ images per task, for
   next to the time of the penalty's value and gradient computed on their own.
 
 Every variant is compiled and warmed up first; then ``--rounds`` rounds each time ``--steps``
-steps of every variant in turn (odd rounds in reverse order), and the median round is reported,
-so slow drifts of the machine hit all variants alike. On a busy 2-core CPU single ResNet-34 steps
-vary by several per cent from round to round: use more rounds there for the 5 % targets.
+steps of every variant in turn (odd rounds in reverse order), so slow drifts of the machine hit
+all variants alike. A variant's time is its fastest round (interference from the rest of the
+machine only ever adds time; the median is printed and recorded too). On a shared 2-core CPU,
+ResNet-34 steps at batch 256 vary by 10-25 % from round to round, more than the 5 % targets:
+there the comparison needs many rounds, and an accelerator is the place to settle it.
 
 Issue targets: stacking <= 5 % slower than separate networks; LAF adds <= 5 %; Tucker and TT add
 <= 25 % with the randomized SVD.
@@ -117,25 +119,29 @@ class _Timed:
 
 
 def _time_penalty(fn, params, repeats):
-  """Median seconds of a jitted ``fn(params, key)`` after a compile-and-warm call."""
-  jax.block_until_ready(fn(params, jax.random.key(0)))
+  """(median seconds, value) of a jitted ``fn(params, key) -> (value, grad)`` after a warm call."""
+  value = float(jax.block_until_ready(fn(params, jax.random.key(0)))[0])
   times = []
   for i in range(repeats):
     start = time.perf_counter()
     jax.block_until_ready(fn(params, jax.random.key(i + 1)))
     times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return statistics.median(times), value
 
 
-def _parse_variants(text):
-  if not text:
-    return VARIANTS
-  chosen = tuple(v.strip() for v in text.split(",") if v.strip())
-  unknown = [v for v in chosen if v not in VARIANTS]
+def _parse_variants(text, penalty_only):
+  names = VARIANTS if not text else tuple(v.strip() for v in text.split(",") if v.strip())
+  unknown = [v for v in names if v not in VARIANTS]
   if unknown:
     raise SystemExit(f"--variants: unknown {unknown}; expected names from {list(VARIANTS)}")
+  if penalty_only:
+    return tuple(v for v in names if _is_penalty(v))
   # The trace-norm rows are reported against 'stacked'.
-  return tuple(dict.fromkeys(("stacked",) + chosen))
+  return tuple(dict.fromkeys(("stacked",) + names))
+
+
+def _is_penalty(name):
+  return name not in ("separate", "stacked", "stacked/vmap")
 
 
 def main(argv=None):
@@ -148,12 +154,15 @@ def main(argv=None):
                       "32 (CPU)")
   parser.add_argument("--steps", type=int, default=None, help="timed steps per variant and "
                       "round (default 10 on an accelerator, 2 on CPU)")
-  parser.add_argument("--rounds", type=int, default=3, help="timing rounds (median reported)")
+  parser.add_argument("--rounds", type=int, default=3, help="timing rounds (the fastest is "
+                      "reported)")
   parser.add_argument("--variants", default="", help="comma-separated subset of "
                       f"{','.join(VARIANTS)} (default: all)")
   parser.add_argument("--rank", type=int, default=trace_norm.DEFAULT_RANK,
                       help="rank of the randomized SVD")
   parser.add_argument("--strength", type=float, default=1e-3)
+  parser.add_argument("--penalty_only", action="store_true", help="time only the penalties' "
+                      "value and gradient (no train steps): quick, and prints each trace norm")
   parser.add_argument("--json", default="", help="also write the measurements to this file")
   args = parser.parse_args(argv)
   accelerated = jax.default_backend() != "cpu"
@@ -161,7 +170,7 @@ def main(argv=None):
   batch_size = args.batch or (256 if accelerated else 8)
   size = args.image_size or (96 if accelerated else 32)
   steps = args.steps or (10 if accelerated else 2)
-  variants = _parse_variants(args.variants)
+  variants = _parse_variants(args.variants, args.penalty_only)
   if args.rounds < 1 or steps < 1:
     raise SystemExit(f"--rounds and --steps must be >= 1, got {args.rounds} and {steps}")
 
@@ -171,13 +180,14 @@ def main(argv=None):
   batch = (jnp.asarray(rng.normal(size=shape), jnp.float32),
            jnp.asarray(rng.integers(0, model.num_classes, batch_size), jnp.int32),
            jnp.asarray(rng.uniform(size=(batch_size, 2 * model.num_landmarks)), jnp.float32))
-  variables = jax.jit(model.init)(jax.random.key(0), batch[0])
+  variables = jax.jit(model.init)(jax.random.key(0), batch[0][:, :1])  # shapes only
   tx = optax.sgd(0.01, momentum=0.9)
   images_per_step = model.num_tasks * batch_size
   device = jax.devices()[0].device_kind
+  what = (f"penalties only, {max(3, args.rounds)} repeats" if args.penalty_only else
+          f"B={batch_size}/task image={size}x{size} steps={steps} rounds={args.rounds}")
   print(f"device={device} ({jax.device_count()} x {jax.default_backend()}) backbone={backbone} "
-        f"T={model.num_tasks} B={batch_size}/task image={size}x{size} steps={steps} "
-        f"rounds={args.rounds}", flush=True)
+        f"T={model.num_tasks} {what}", flush=True)
 
   def fresh(tree):  # donated buffers are consumed: every variant gets its own copy
     return jax.tree.map(jnp.copy, tree)
@@ -189,6 +199,29 @@ def main(argv=None):
       return trace_norm.trace_norm_penalty(kernels, kind=kind, strength=strength, method=method,
                                            key=key, rank=args.rank)
     return penalty
+
+  def penalty_alone(names):
+    """{name: (median seconds, trace norm)} of each penalty's value and gradient on its own."""
+    out = {}
+    for name in names:
+      penalty = penalty_fn(*name.split("/"))
+      fn = jax.jit(jax.value_and_grad(
+          lambda p, key, pen=penalty: pen(model.shareable_kernels(p), key)))
+      sec, value = _time_penalty(fn, variables["params"], max(3, args.rounds))
+      out[name] = (sec, value / args.strength)
+    return out
+
+  record = {"device": device, "backend": jax.default_backend(), "backbone": backbone}
+  if args.penalty_only:
+    alone = penalty_alone(variants)
+    print(f"{'penalty':<20}{'ms (value+grad)':>16}{'trace norm':>14}")
+    for name, (sec, norm) in alone.items():
+      print(f"{name:<20}{1e3 * sec:>16.1f}{norm:>14.2f}")
+    if args.json:
+      record["penalty_alone_seconds"] = {n: v[0] for n, v in alone.items()}
+      record["trace_norm"] = {n: v[1] for n, v in alone.items()}
+      atomic.write_text(pathlib.Path(args.json), json.dumps(record, indent=1) + "\n")
+    return
 
   def stacked(net, penalty=None):
     params = fresh(variables["params"])
@@ -223,24 +256,19 @@ def main(argv=None):
       rounds[name].append(variant.run(steps))
     print(f"  round {r + 1}/{args.rounds}: " + ", ".join(
         f"{n} {1e3 * rounds[n][-1]:.0f}" for n in timed) + " ms", flush=True)
-  seconds = {name: statistics.median(values) for name, values in rounds.items()}
+  seconds = {name: min(values) for name, values in rounds.items()}
+  medians = {name: statistics.median(values) for name, values in rounds.items()}
 
   # The penalty alone (value and gradient), on the same parameters.
-  alone = {}
-  params = variables["params"]
-  for name in timed:
-    if name.count("/") and name != "stacked/vmap":
-      penalty = penalty_fn(*name.split("/"))
-      fn = jax.jit(jax.value_and_grad(lambda p, key, pen=penalty: pen(model.shareable_kernels(p),
-                                                                      key)))
-      alone[name] = _time_penalty(fn, params, max(3, args.rounds))
+  alone = penalty_alone([name for name in timed if _is_penalty(name)])
 
   base = seconds["stacked"]
-  print(f"{'variant':<20}{'ms/step':>10}{'images/s':>12}{'vs stacked':>12}{'penalty alone':>16}")
+  print(f"{'variant':<20}{'ms/step':>10}{'(median)':>10}{'images/s':>10}{'vs stacked':>12}"
+        f"{'penalty alone':>16}")
   for name, sec in seconds.items():
-    extra = f"{1e3 * alone[name]:>13.1f} ms" if name in alone else ""
-    print(f"{name:<20}{1e3 * sec:>10.2f}{images_per_step / sec:>12.1f}"
-          f"{100 * (sec / base - 1):>+11.1f}%{extra}")
+    extra = f"{1e3 * alone[name][0]:>13.1f} ms" if name in alone else ""
+    print(f"{name:<20}{1e3 * sec:>10.1f}{1e3 * medians[name]:>10.1f}"
+          f"{images_per_step / sec:>10.1f}{100 * (sec / base - 1):>+11.1f}%{extra}")
 
   def overhead(name, reference="stacked"):
     if name not in seconds or reference not in seconds:
@@ -261,10 +289,12 @@ def main(argv=None):
         f"  (target <= +{target}%: {'met' if value <= target else 'NOT met'})")
     print(f"{label:<30}{value:>+8.1f}%{verdict}")
   if args.json:
-    record = {"device": device, "backend": jax.default_backend(), "backbone": backbone,
-              "batch_per_task": batch_size, "image_size": size, "steps": steps,
-              "rounds": rounds, "median_seconds": seconds, "penalty_alone_seconds": alone,
-              "overhead_percent": summary}
+    record.update({"batch_per_task": batch_size, "image_size": size, "steps": steps,
+                   "rounds": rounds, "seconds": seconds,
+                   "median_seconds": medians,
+                   "penalty_alone_seconds": {n: v[0] for n, v in alone.items()},
+                   "trace_norm": {n: v[1] for n, v in alone.items()},
+                   "overhead_percent": summary})
     atomic.write_text(pathlib.Path(args.json), json.dumps(record, indent=1) + "\n")
 
 
