@@ -163,6 +163,8 @@ def main(argv=None):
   parser.add_argument("--strength", type=float, default=1e-3)
   parser.add_argument("--penalty_only", action="store_true", help="time only the penalties' "
                       "value and gradient (no train steps): quick, and prints each trace norm")
+  parser.add_argument("--per_layer", action="store_true", help="with --penalty_only: also time "
+                      "each penalty on one layer of every distinct kernel shape")
   parser.add_argument("--json", default="", help="also write the measurements to this file")
   args = parser.parse_args(argv)
   accelerated = jax.default_backend() != "cpu"
@@ -171,6 +173,8 @@ def main(argv=None):
   size = args.image_size or (96 if accelerated else 32)
   steps = args.steps or (10 if accelerated else 2)
   variants = _parse_variants(args.variants, args.penalty_only)
+  if args.per_layer and not args.penalty_only:
+    raise SystemExit("--per_layer: only with --penalty_only")
   if args.rounds < 1 or steps < 1:
     raise SystemExit(f"--rounds and --steps must be >= 1, got {args.rounds} and {steps}")
 
@@ -211,15 +215,44 @@ def main(argv=None):
       out[name] = (sec, value / args.strength)
     return out
 
+  def per_shape(names):
+    """{shape: (layer count, {name: median seconds for one layer of that shape})}."""
+    kernels = model.shareable_kernels(variables["params"])
+    shapes = {}
+    for t in kernels.values():
+      shapes.setdefault(tuple(t.shape), [t, 0])[1] += 1
+    out = {}
+    for shape, (t, count) in sorted(shapes.items()):
+      times = {}
+      for name in names:
+        fn = jax.jit(jax.value_and_grad(
+            lambda x, key, pen=penalty_fn(*name.split("/")): pen({"w": x}, key)))
+        times[name] = _time_penalty(fn, t, max(3, args.rounds))[0]
+      out[shape] = (count, times)
+    return out
+
   record = {"device": device, "backend": jax.default_backend(), "backbone": backbone}
   if args.penalty_only:
     alone = penalty_alone(variants)
     print(f"{'penalty':<20}{'ms (value+grad)':>16}{'trace norm':>14}")
     for name, (sec, norm) in alone.items():
       print(f"{name:<20}{1e3 * sec:>16.1f}{norm:>14.2f}")
+    if args.per_layer:
+      layers = per_shape(variants)
+      print(f"\nms per layer (value+grad); 'all' = count x ms, summed over the network\n"
+            f"{'kernel shape':<22}{'count':>6}" + "".join(f"{n:>18}" for n in variants))
+      for shape, (count, times) in layers.items():
+        print(f"{str(shape):<22}{count:>6}" + "".join(f"{1e3 * times[n]:>18.1f}"
+                                                     for n in variants))
+      print(f"{'all':<28}" + "".join(
+          f"{1e3 * sum(c * t[n] for c, t in layers.values()):>18.1f}" for n in variants))
     if args.json:
       record["penalty_alone_seconds"] = {n: v[0] for n, v in alone.items()}
       record["trace_norm"] = {n: v[1] for n, v in alone.items()}
+      if args.per_layer:
+        record["per_layer_seconds"] = [
+            {"shape": list(shape), "count": count, "seconds": times}
+            for shape, (count, times) in layers.items()]
       atomic.write_text(pathlib.Path(args.json), json.dumps(record, indent=1) + "\n")
     return
 

@@ -28,8 +28,8 @@ def test_mtl_step_benchmark_writes_a_consistent_record(tmp_path, capsys):
 
 def test_mtl_step_penalty_only_reports_the_trace_norms(tmp_path, capsys):
   out = tmp_path / "penalties.json"
-  mtl_step.main(["--backbone", "tiny", "--penalty_only", "--rounds", "1", "--variants",
-                 "stacked,laf/gram", "--json", str(out)])
+  mtl_step.main(["--backbone", "tiny", "--penalty_only", "--per_layer", "--rounds", "1",
+                 "--variants", "stacked,laf/gram", "--json", str(out)])
   record = json.loads(out.read_text())
   assert sorted(record["trace_norm"]) == ["laf/gram"]  # 'stacked' is no penalty
   # The same initial parameters, summed layer by layer here.
@@ -38,4 +38,12 @@ def test_mtl_step_penalty_only_reports_the_trace_norms(tmp_path, capsys):
   norms = jax.jit(lambda p: trace_norm.trace_norm_per_layer(model.shareable_kernels(p), "laf"))
   want = sum(float(v) for v in norms(params).values())
   assert record["trace_norm"]["laf/gram"] == pytest.approx(want, rel=1e-4)
+  # Every shareable kernel is counted once, under its own shape.
+  kernels = model.shareable_kernels(params)
+  layers = record["per_layer_seconds"]
+  assert sum(row["count"] for row in layers) == len(kernels)
+  assert {tuple(row["shape"]) for row in layers} == {tuple(k.shape) for k in kernels.values()}
+  assert all(row["seconds"]["laf/gram"] > 0 for row in layers)
+  with pytest.raises(SystemExit, match="--per_layer"):
+    mtl_step.main(["--backbone", "tiny", "--per_layer"])
   assert "ms (value+grad)" in capsys.readouterr().out
