@@ -45,7 +45,8 @@ from tgsr_jax import atomic
 
 PENALTIES = (("laf", "exact"), ("laf", "gram"), ("tucker", "exact"), ("tucker", "gram"),
              ("tucker", "randomized"), ("tt", "exact"), ("tt", "gram"), ("tt", "randomized"))
-VARIANTS = ("separate", "stacked", "stacked/vmap") + tuple(f"{k}/{m}" for k, m in PENALTIES)
+STEP_VARIANTS = ("separate", "stacked", "stacked/vmap")  # train steps without a penalty
+VARIANTS = STEP_VARIANTS + tuple(f"{k}/{m}" for k, m in PENALTIES)
 
 
 def _task_losses(outputs, labels, landmarks):
@@ -141,7 +142,13 @@ def _parse_variants(text, penalty_only):
 
 
 def _is_penalty(name):
-  return name not in ("separate", "stacked", "stacked/vmap")
+  return name not in STEP_VARIANTS
+
+
+def _penalty_fields(alone):
+  """The JSON fields of ``{name: (seconds, trace norm)}``."""
+  return {"penalty_alone_seconds": {n: v[0] for n, v in alone.items()},
+          "trace_norm": {n: v[1] for n, v in alone.items()}}
 
 
 def main(argv=None):
@@ -188,7 +195,8 @@ def main(argv=None):
   tx = optax.sgd(0.01, momentum=0.9)
   images_per_step = model.num_tasks * batch_size
   device = jax.devices()[0].device_kind
-  what = (f"penalties only, {max(3, args.rounds)} repeats" if args.penalty_only else
+  repeats = max(3, args.rounds)  # of each penalty timed alone
+  what = (f"penalties only, {repeats} repeats" if args.penalty_only else
           f"B={batch_size}/task image={size}x{size} steps={steps} rounds={args.rounds}")
   print(f"device={device} ({jax.device_count()} x {jax.default_backend()}) backbone={backbone} "
         f"T={model.num_tasks} {what}", flush=True)
@@ -211,7 +219,7 @@ def main(argv=None):
       penalty = penalty_fn(*name.split("/"))
       fn = jax.jit(jax.value_and_grad(
           lambda p, key, pen=penalty: pen(model.shareable_kernels(p), key)))
-      sec, value = _time_penalty(fn, variables["params"], max(3, args.rounds))
+      sec, value = _time_penalty(fn, variables["params"], repeats)
       out[name] = (sec, value / args.strength)
     return out
 
@@ -227,11 +235,15 @@ def main(argv=None):
       for name in names:
         fn = jax.jit(jax.value_and_grad(
             lambda x, key, pen=penalty_fn(*name.split("/")): pen({"w": x}, key)))
-        times[name] = _time_penalty(fn, t, max(3, args.rounds))[0]
+        times[name] = _time_penalty(fn, t, repeats)[0]
       out[shape] = (count, times)
     return out
 
   record = {"device": device, "backend": jax.default_backend(), "backbone": backbone}
+
+  def write_record():
+    if args.json:
+      atomic.write_text(pathlib.Path(args.json), json.dumps(record, indent=1) + "\n")
   if args.penalty_only:
     alone = penalty_alone(variants)
     print(f"{'penalty':<20}{'ms (value+grad)':>16}{'trace norm':>14}")
@@ -246,14 +258,11 @@ def main(argv=None):
                                                      for n in variants))
       print(f"{'all':<28}" + "".join(
           f"{1e3 * sum(c * t[n] for c, t in layers.values()):>18.1f}" for n in variants))
-    if args.json:
-      record["penalty_alone_seconds"] = {n: v[0] for n, v in alone.items()}
-      record["trace_norm"] = {n: v[1] for n, v in alone.items()}
-      if args.per_layer:
-        record["per_layer_seconds"] = [
-            {"shape": list(shape), "count": count, "seconds": times}
-            for shape, (count, times) in layers.items()]
-      atomic.write_text(pathlib.Path(args.json), json.dumps(record, indent=1) + "\n")
+    record.update(_penalty_fields(alone))
+    if args.per_layer:
+      record["per_layer_seconds"] = [{"shape": list(shape), "count": count, "seconds": times}
+                                     for shape, (count, times) in layers.items()]
+    write_record()
     return
 
   def stacked(net, penalty=None):
@@ -321,14 +330,10 @@ def main(argv=None):
     verdict = "" if target is None else (
         f"  (target <= +{target}%: {'met' if value <= target else 'NOT met'})")
     print(f"{label:<30}{value:>+8.1f}%{verdict}")
-  if args.json:
-    record.update({"batch_per_task": batch_size, "image_size": size, "steps": steps,
-                   "rounds": rounds, "seconds": seconds,
-                   "median_seconds": medians,
-                   "penalty_alone_seconds": {n: v[0] for n, v in alone.items()},
-                   "trace_norm": {n: v[1] for n, v in alone.items()},
-                   "overhead_percent": summary})
-    atomic.write_text(pathlib.Path(args.json), json.dumps(record, indent=1) + "\n")
+  record.update({"batch_per_task": batch_size, "image_size": size, "steps": steps,
+                 "rounds": rounds, "seconds": seconds, "median_seconds": medians,
+                 **_penalty_fields(alone), "overhead_percent": summary})
+  write_record()
 
 
 if __name__ == "__main__":
