@@ -3,9 +3,12 @@
 #
 # Runs benchmarks/mtl_step.py in the paper's setting (ResNet-34, 96 x 96, batch 256 per task)
 # with the machine's own JAX, and writes the log and a JSON record to $OUT (default runs/bench).
-# The variants are the ones the targets name plus the 'gram' rows; each compiles for about half
-# a minute on a GPU, so the whole run fits one 10-minute device command. Extra arguments go to
-# the benchmark, e.g. `--variants separate,stacked` or `--steps 20`.
+# The variants are the ones the targets name, the matrix-product-only 'newton_schulz' rows (the
+# candidate for the Tucker/TT target on a GPU, where cuSOLVER factorises one matrix at a time),
+# the 'gram' rows and the vmap row; each compiles for about half a minute on a GPU, so the whole
+# run fits one 10-minute device command, and the JSON record is rewritten after every round, so
+# a run stopped early keeps what it finished. Extra arguments go to the benchmark, e.g.
+# `--variants separate,stacked` or `--steps 20`.
 #
 #   bash benchmarks/device_mtl_step.sh                       # on the accelerator machine
 set -euo pipefail
@@ -20,5 +23,5 @@ python=${PYTHON:-python3}
 } | tee "$out/device.txt"
 PYTHONPATH=. "$python" -m benchmarks.mtl_step --backbone resnet34 --batch 256 --image_size 96 \
   --steps 10 --rounds 3 \
-  --variants separate,stacked,stacked/vmap,laf/exact,tucker/randomized,tt/randomized,tucker/gram,tt/gram \
+  --variants separate,stacked,laf/exact,tucker/randomized,tt/randomized,tucker/newton_schulz,tt/newton_schulz,tucker/gram,tt/gram,stacked/vmap \
   --json "$out/mtl_step_resnet34_b256.json" "$@" 2>&1 | tee "$out/mtl_step_resnet34_b256.log"

@@ -6,9 +6,9 @@ images per task, for
 * the two task networks with parameters stacked along a task axis (``MultiTaskNet``), the trunk
   mapped over the task axis by unrolling (the default, ``task_map='unroll'``) or by ``jax.vmap``;
 * two separate, un-stacked networks called one after the other in the same jitted step;
-* the stacked step plus each tensor trace-norm penalty (LAF; Tucker and TT with the 'exact',
-  'gram' and 'randomized' factorisations), reported as the extra time over the plain stacked step,
-  next to the time of the penalty's value and gradient computed on their own.
+* the stacked step plus each tensor trace-norm penalty (LAF, Tucker and TT with the 'exact',
+  'gram', 'randomized' and 'newton_schulz' factorisations), reported as the extra time over the
+  plain stacked step, next to the time of the penalty's value and gradient computed on their own.
 
 Every variant is compiled and warmed up first; then ``--rounds`` rounds each time ``--steps``
 steps of every variant in turn (odd rounds in reverse order), so slow drifts of the machine hit
@@ -43,8 +43,9 @@ from mtl_flax import trace_norm
 from mtl_flax.models import multitask
 from tgsr_jax import atomic
 
-PENALTIES = (("laf", "exact"), ("laf", "gram"), ("tucker", "exact"), ("tucker", "gram"),
-             ("tucker", "randomized"), ("tt", "exact"), ("tt", "gram"), ("tt", "randomized"))
+PENALTIES = (("laf", "exact"), ("laf", "gram"), ("laf", "newton_schulz"), ("tucker", "exact"),
+             ("tucker", "gram"), ("tucker", "randomized"), ("tucker", "newton_schulz"),
+             ("tt", "exact"), ("tt", "gram"), ("tt", "randomized"), ("tt", "newton_schulz"))
 STEP_VARIANTS = ("separate", "stacked", "stacked/vmap")  # train steps without a penalty
 VARIANTS = STEP_VARIANTS + tuple(f"{k}/{m}" for k, m in PENALTIES)
 
@@ -288,9 +289,11 @@ def main(argv=None):
     else:
       timed[name] = stacked(model, penalty_fn(*name.split("/")))
     timed[name].run(1)  # compile and warm up
-    print(f"  compiled {name:<18} {time.perf_counter() - start:7.1f} s", flush=True)
+    print(f"  compiled {name:<20} {time.perf_counter() - start:7.1f} s", flush=True)
 
   rounds = {name: [] for name in timed}
+  record.update({"batch_per_task": batch_size, "image_size": size, "steps": steps,
+                 "rounds": rounds})
   for r in range(args.rounds):
     # Odd rounds run the variants in reverse order, so no variant always follows the same one.
     order = list(timed.items())
@@ -298,6 +301,7 @@ def main(argv=None):
       rounds[name].append(variant.run(steps))
     print(f"  round {r + 1}/{args.rounds}: " + ", ".join(
         f"{n} {1e3 * rounds[n][-1]:.0f}" for n in timed) + " ms", flush=True)
+    write_record()  # a run stopped later keeps the rounds it finished
   seconds = {name: min(values) for name, values in rounds.items()}
   medians = {name: statistics.median(values) for name, values in rounds.items()}
 
@@ -305,11 +309,11 @@ def main(argv=None):
   alone = penalty_alone([name for name in timed if _is_penalty(name)])
 
   base = seconds["stacked"]
-  print(f"{'variant':<20}{'ms/step':>10}{'(median)':>10}{'images/s':>10}{'vs stacked':>12}"
+  print(f"{'variant':<22}{'ms/step':>10}{'(median)':>10}{'images/s':>10}{'vs stacked':>12}"
         f"{'penalty alone':>16}")
   for name, sec in seconds.items():
     extra = f"{1e3 * alone[name][0]:>13.1f} ms" if name in alone else ""
-    print(f"{name:<20}{1e3 * sec:>10.1f}{1e3 * medians[name]:>10.1f}"
+    print(f"{name:<22}{1e3 * sec:>10.1f}{1e3 * medians[name]:>10.1f}"
           f"{images_per_step / sec:>10.1f}{100 * (sec / base - 1):>+11.1f}%{extra}")
 
   def overhead(name, reference="stacked"):
@@ -322,17 +326,18 @@ def main(argv=None):
       "stacked/vmap vs separate": overhead("stacked/vmap", "separate"),
       **{f"{name} vs stacked": overhead(name) for name in seconds if name in alone}}
   targets = {"stacked vs separate": 5, "laf/exact vs stacked": 5, "laf/gram vs stacked": 5,
-             "tucker/randomized vs stacked": 25, "tt/randomized vs stacked": 25}
+             "laf/newton_schulz vs stacked": 5, "tucker/randomized vs stacked": 25,
+             "tt/randomized vs stacked": 25, "tucker/newton_schulz vs stacked": 25,
+             "tt/newton_schulz vs stacked": 25}
   for label, value in summary.items():
     if value is None:
       continue
     target = targets.get(label)
     verdict = "" if target is None else (
         f"  (target <= +{target}%: {'met' if value <= target else 'NOT met'})")
-    print(f"{label:<30}{value:>+8.1f}%{verdict}")
-  record.update({"batch_per_task": batch_size, "image_size": size, "steps": steps,
-                 "rounds": rounds, "seconds": seconds, "median_seconds": medians,
-                 **_penalty_fields(alone), "overhead_percent": summary})
+    print(f"{label:<32}{value:>+8.1f}%{verdict}")
+  record.update({"seconds": seconds, "median_seconds": medians, **_penalty_fields(alone),
+                 "overhead_percent": summary})
   write_record()
 
 

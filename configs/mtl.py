@@ -66,7 +66,8 @@ def get_config(arg=None):
       "kind": "laf",  # 'none' | 'laf' | 'tucker' | 'tt'
       "strength": 0.01,  # one strength for the whole network
       # 'exact' (QR + SVD) | 'gram' (eigh of the small Gram matrix; the same values, faster on
-      # ResNet-34) | 'randomized' (top-rank singular values only)
+      # ResNet-34) | 'randomized' (top-rank singular values only) | 'newton_schulz' (matrix
+      # products only, for accelerators; singular values below ~1e-3 s_max masked softly)
       "method": "exact",
       "gammas": ml_collections.config_dict.placeholder(tuple),  # per-unfolding weights
   })

@@ -205,7 +205,8 @@ def make_train_step(model: multitask.MultiTaskNet, tx: optax.GradientTransformat
     regulariser: 'none', 'laf', 'tucker' or 'tt'.
     strength: weight of the trace-norm penalty.
     gammas: optional per-unfolding weights of the trace norm.
-    svd_method: 'exact', 'gram' or 'randomized' (see `trace_norm.nuclear_norm`).
+    svd_method: 'exact', 'gram', 'randomized' or 'newton_schulz' (see
+      `trace_norm.nuclear_norm`).
     ada: add adversarial domain alignment between the two tasks' features.
     ada_mode: 'grl' (one gradient-reversal update) or 'alternating' (even steps update the
       discriminator on fixed features, odd steps the extractors against a fixed discriminator).

@@ -56,22 +56,31 @@ def test_unfoldings_match_index_loops():
     tn.tt_unfolding(jnp.asarray(t), 4)
 
 
-@pytest.mark.parametrize("method", ["exact", "gram"])
+@pytest.mark.parametrize("method", ["exact", "gram", "newton_schulz"])
 @pytest.mark.parametrize("shape", [(40, 5), (5, 40), (7, 6), (6, 7), (3, 9, 4)])
 def test_nuclear_norm_matches_numpy(shape, method):
   # exact: (40, 5) takes the QR path, (7, 6) the direct SVD; (3, 9, 4) is a batch.
   m = _rng(1).normal(size=shape).astype(np.float32)
   want = np.linalg.svd(m.astype(np.float64), compute_uv=False).sum(-1)
+  if method == "newton_schulz":  # the smoothed value (the square (7, 6) has s_min ~ 0.1)
+    want = np.array([_smoothed_reference(x, tn.NS_SMOOTHING)[0]
+                     for x in m.reshape((-1,) + shape[-2:])]).reshape(shape[:-2])
   np.testing.assert_allclose(np.asarray(tn.nuclear_norm(jnp.asarray(m), method=method)), want,
                              rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["exact", "gram"])
+# float64 Newton-Schulz with a 1e-14 shift converges to the unsmoothed norm and its gradient.
+_NS64 = dict(method="newton_schulz", smoothing=1e-14, iterations=60)
+_METHOD_KWARGS = {"exact": {}, "gram": {"method": "gram"}, "newton_schulz": _NS64}
+
+
+@pytest.mark.parametrize("method", ["exact", "gram", "newton_schulz"])
 @pytest.mark.parametrize("shape", [(30, 4), (4, 30), (6, 5)])
 def test_gradient_matches_closed_form(shape, method):
   with jax.enable_x64(True):
     w = _rng(2).normal(size=shape)
-    grad = np.asarray(jax.grad(lambda x: tn.nuclear_norm(x, method=method))(jnp.asarray(w)))
+    kwargs = _METHOD_KWARGS[method]
+    grad = np.asarray(jax.grad(lambda x: tn.nuclear_norm(x, **kwargs))(jnp.asarray(w)))
     # d||W||_* = W (W^T W)^(-1/2) for full column rank, (W W^T)^(-1/2) W for full row rank.
     if shape[0] >= shape[1]:
       want = w @ np.linalg.inv(scipy.linalg.sqrtm(w.T @ w).real)
@@ -81,14 +90,15 @@ def test_gradient_matches_closed_form(shape, method):
     np.testing.assert_allclose(grad, want, atol=1e-10)
 
 
-@pytest.mark.parametrize("method", ["exact", "gram"])
+@pytest.mark.parametrize("method", ["exact", "gram", "newton_schulz"])
 @pytest.mark.parametrize("kind", tn.KINDS)
 def test_gradient_matches_finite_differences(kind, method):
   with jax.enable_x64(True):
     rng = _rng(3)
     t = jnp.asarray(rng.normal(size=(2, 3, 3, 2)))
     gammas = {"laf": None, "tucker": [1.0, 0.5, 2.0, 1.5], "tt": [0.7, 1.0, 1.3]}[kind]
-    f = lambda x: tn.tensor_trace_norm(x, kind, gammas, method=method)
+    kwargs = _METHOD_KWARGS[method]
+    f = jax.jit(lambda x: tn.tensor_trace_norm(x, kind, gammas, **kwargs))
     grad = jax.grad(f)(t)
     eps = 1e-6
     for _ in range(4):
@@ -127,9 +137,12 @@ def test_identical_task_kernels_give_finite_gradients():
     assert np.all(np.isfinite(np.asarray(grad))), (kind, method)
     if kind == "laf":
       # Rows of the unfolding are both w: U V^T = (1/sqrt 2) [1, 1]^T w^T / ||w||.
+      # (Newton-Schulz: the float32 rounding of the rank-1 Gram matrix, ~1e-7 of its norm,
+      # gets a smoothed weight of ~1e-4.)
       want = w[..., 0] / (np.sqrt(2.0) * np.linalg.norm(w))
-      np.testing.assert_allclose(np.asarray(grad[..., 0]), want, atol=1e-6)
-      np.testing.assert_allclose(np.asarray(grad[..., 1]), want, atol=1e-6)
+      atol = 1e-4 if method == "newton_schulz" else 1e-6
+      np.testing.assert_allclose(np.asarray(grad[..., 0]), want, atol=atol)
+      np.testing.assert_allclose(np.asarray(grad[..., 1]), want, atol=atol)
 
 
 @pytest.mark.parametrize("method", tn.METHODS)
@@ -179,6 +192,77 @@ def test_gram_matches_float64_svd_in_float32(case):
   np.testing.assert_allclose(np.asarray(grad), want_grad, atol=tol)
 
 
+def _smoothed_reference(m, smoothing):
+  """float64 value sum s^2 / sqrt(s^2 + eps) and gradient sum s / sqrt(s^2 + eps) u v^T, with
+  eps = smoothing ||G^2||_F^(1/2), G the smaller Gram matrix (the 'newton_schulz' definition)."""
+  m = np.asarray(m, np.float64)
+  a = m if m.shape[0] <= m.shape[1] else m.T
+  gram = a @ a.T
+  eps = smoothing * np.sqrt(np.linalg.norm(gram @ gram))
+  u, s, vt = np.linalg.svd(m, full_matrices=False)
+  return (s**2 / np.sqrt(s**2 + eps)).sum(), (u * (s / np.sqrt(s**2 + eps))) @ vt
+
+
+def _ns_converged(m, **kwargs):
+  wide = m.shape[-2] <= m.shape[-1]
+  a = m if wide else jnp.swapaxes(m, -1, -2)
+  kwargs = {"iterations": tn.NS_ITERATIONS, "smoothing": tn.NS_SMOOTHING, **kwargs}
+  return bool(tn._newton_schulz(a, **kwargs)[3])  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("case", ["conditioned", "graded", "low_rank", "rank_one", "tall"])
+def test_newton_schulz_matches_float64_smoothed_norm(case):
+  # In float32 at the default smoothing every case converges in the default 24 steps (no
+  # fallback), and value and gradient are the smoothed ones. What is left is the rounding of the
+  # float32 Gram matrix (~1e-7 s_max^2) against the shift (1e-6 s_max^2): nothing for a
+  # well-conditioned matrix, up to a few per cent of U V^T's scale along the directions whose
+  # singular values lie near sqrt(eps), where the smoothed weight s / sqrt(s^2 + eps) is steep.
+  rng = _rng(12)
+  m, value_rtol, grad_atol = {
+      "conditioned": (rng.normal(size=(64, 600)), 1e-6, 1e-5),
+      "graded": (_with_spectrum(rng, 64, 600, np.logspace(0, -6, 64)), 1e-4, 3e-2),
+      "low_rank": (_with_spectrum(rng, 64, 600, np.r_[np.linspace(1, 0.5, 6), np.zeros(58)]),
+                   2e-4, 2e-3),
+      "rank_one": (_with_spectrum(rng, 2, 600, np.array([3.0, 0.0])), 1e-3, 1e-3),
+      "tall": (_with_spectrum(rng, 500, 40, np.logspace(0, -3, 40)), 1e-4, 1e-2),
+  }[case]
+  m32 = jnp.asarray(m, jnp.float32)
+  assert _ns_converged(m32)
+  value, grad = jax.value_and_grad(lambda x: tn.nuclear_norm(x, method="newton_schulz"))(m32)
+  want_value, want_grad = _smoothed_reference(np.asarray(m32), tn.NS_SMOOTHING)
+  scale = np.abs(want_grad).max()
+  np.testing.assert_allclose(float(value), want_value, rtol=value_rtol)
+  np.testing.assert_allclose(np.asarray(grad), want_grad, atol=grad_atol * scale)
+  # Against the unsmoothed norm: the value differs by about eps / (2 s) per singular value.
+  _, s, _ = np.linalg.svd(np.asarray(m32, np.float64), full_matrices=False)
+  assert abs(s.sum() - float(value)) <= 1e-3 * s.sum()
+  exact_grad = np.asarray(jax.grad(tn.nuclear_norm)(m32))
+  if case == "conditioned":  # kappa ~ 2: the exact U V^T to float precision
+    np.testing.assert_allclose(np.asarray(grad), exact_grad, atol=1e-5)
+  if case in ("graded", "tall"):  # it is the smoothed gradient, not the hard-masked one
+    smoothing_effect = np.abs(exact_grad - want_grad).max()
+    assert np.abs(np.asarray(grad) - want_grad).max() < 0.1 * smoothing_effect
+
+
+def test_newton_schulz_falls_back_to_exact_when_not_converged():
+  rng = _rng(13)
+  m = jnp.asarray(_with_spectrum(rng, 20, 80, np.logspace(0, -3, 20)), jnp.float32)
+  kwargs = dict(method="newton_schulz", iterations=3)  # far too few steps for 1e-6
+  assert not _ns_converged(m, iterations=3)
+  value, grad = jax.value_and_grad(lambda x: tn.nuclear_norm(x, **kwargs))(m)
+  want_value, want_grad = jax.value_and_grad(tn.nuclear_norm)(m)
+  np.testing.assert_allclose(float(value), float(want_value), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(grad), np.asarray(want_grad), atol=1e-6)
+  # A batch falls back as a whole and still matches the exact norms of its members.
+  batch = jnp.stack([m, 2.0 * m])
+  np.testing.assert_allclose(np.asarray(tn.nuclear_norm(batch, **kwargs)),
+                             np.asarray(tn.nuclear_norm(batch)), rtol=1e-6)
+  with pytest.raises(ValueError, match="iterations"):
+    tn.nuclear_norm(m, method="newton_schulz", iterations=0)
+  with pytest.raises(ValueError, match="smoothing"):
+    tn.nuclear_norm(m, method="newton_schulz", smoothing=0.0)
+
+
 def test_randomized_matches_exact_on_low_rank():
   rng = _rng(6)
   m = jnp.asarray((rng.normal(size=(120, 4)) @ rng.normal(size=(4, 90))).astype(np.float32))
@@ -197,7 +281,7 @@ def test_randomized_matches_exact_on_low_rank():
     tn.nuclear_norm(m, method="lanczos")
 
 
-@pytest.mark.parametrize("method", ["exact", "gram"])
+@pytest.mark.parametrize("method", ["exact", "gram", "newton_schulz"])
 def test_penalty_sums_layers_and_groups_shapes(method):
   rng = _rng(8)
   kernels = {"a": rng.normal(size=(2, 2, 2, 3, 2)), "b": rng.normal(size=(2, 2, 2, 3, 2)),
