@@ -46,7 +46,8 @@ Three factorisations:
   quadratically to ``Z = s^(1/2) (G + eps I)^(-1/2)``. The gradient is then
   ``(G + eps I)^(-1/2) M = sum_i s_i / sqrt(s_i^2 + eps) u_i v_i^T``, the gradient of the
   smoothed nuclear norm ``sum_i sqrt(s_i^2 + eps)``: ``U V^T`` with the singular values below
-  about ``sqrt(eps)`` (``1e-3`` to ``5e-3 s_max`` at the default ``smoothing = 1e-6``) masked
+  about ``sqrt(eps)`` (``1e-3`` to ``2.4e-3 s_max`` for n <= 1024 at the default
+  ``smoothing = 1e-6``) masked
   softly instead of at ``1e3 eps s_max``. The value is
   ``tr((G + eps I)^(-1/2) G) = sum_i s_i^2 / sqrt(s_i^2 + eps)``, the nuclear norm less at most
   ``eps / (2 s_i)`` per singular value (0 for a zero one). The shift keeps every eigenvalue of
