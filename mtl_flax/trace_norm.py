@@ -242,7 +242,7 @@ def _ns_value_and_grad(m, key, config, with_grad):
     return value, (grad if wide else jnp.swapaxes(grad, -1, -2))
 
   def exact():
-    u, s, vt = _factor(m, key, ("exact", 0, 0, 0, 0, 0.0))
+    u, s, vt = _factor(m, key, _svd_config("exact", None, 0, 0))
     if not with_grad:
       return s.sum(-1), jnp.zeros((), m.dtype)
     return s.sum(-1), _uv(u, s, vt)
@@ -264,8 +264,7 @@ def _nuclear(m, key, config):
 
 def _nuclear_fwd(m, key, config):
   if config[0] == "newton_schulz":
-    value, grad = _ns_value_and_grad(m, key, config, with_grad=True)
-    return value, grad
+    return _ns_value_and_grad(m, key, config, with_grad=True)
   u, s, vt = _factor(m, key, config)
   return s.sum(-1), _uv(u, s, vt)
 
