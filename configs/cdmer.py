@@ -51,6 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.grouping = "regions"           # contiguous (authors' chunks) or regions (facial regions)
   config.num_groups = 85
   config.classes = (1, 2, 3)            # label values: 1 Negative, 2 Positive, 3 Surprise
+                                        # (the files' labels; any other value is refused)
   config.select_by = "mf1"              # best grid point by M-F1 (the paper) or acc
   config.chunk_size = 64                # grid points solved together (memory ~ 4 Kd C chunk_size)
   config.progress = True

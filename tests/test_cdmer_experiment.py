@@ -75,11 +75,65 @@ def test_interrupted_run_resumes_from_written_chunks(tmp_path, monkeypatch):
   assert sum(calls) == 3 + 3
 
 
+def test_damaged_chunks_are_recomputed(tmp_path, monkeypatch):
+  experiment.run(_runlocal(experiments="V->N"), tmp_path)
+  out = tmp_path / "SMIC_VIS_to_SMIC_NIR"
+  first = (out / "grid.csv").read_text()
+  chunks = sorted((out / "chunks").rglob("chunk_*.npz"))
+  assert len(chunks) == 2
+  chunks[0].write_bytes(b"")  # e.g. a power cut between the write and the disk
+  chunks[1].write_bytes(chunks[1].read_bytes()[:100])  # truncated
+  calls = []
+  original = sweep.PreparedSweep.solve
+  monkeypatch.setattr(sweep.PreparedSweep, "solve",
+                      lambda self, k, x: calls.append(len(k)) or original(self, k, x))
+  experiment.run(_runlocal(experiments="V->N"), tmp_path)
+  assert calls == [4, 2]
+  assert (out / "grid.csv").read_text() == first
+  calls.clear()
+  experiment.run(_runlocal(experiments="V->N"), tmp_path)  # the rewritten chunks are reused
+  assert calls == []
+
+
+def test_best_point_is_the_first_maximum_in_grid_order():
+  result = sweep.SweepResult(
+      kappa=np.array([1, 1, 2, 2]), xi=np.array([0.1, 1.0, 0.1, 1.0]),
+      acc=np.array([0.5, 0.4, 0.9, 0.6]), mf1=np.array([0.3, 0.7, 0.7, 0.2]),
+      uar=np.zeros(4), iterations=np.ones(4, int), converged=np.ones(4, bool),
+      selected=np.zeros((4, 2), bool))
+  # M-F1 ties at rows 1 and 2: the authors' rule takes row 1 although row 2 has the higher ACC.
+  assert result.best("mf1") == experiment.best_index(result, "mf1") == 1
+  assert result.best("acc") == 2
+  with pytest.raises(ValueError, match="'mf1' or 'acc'"):
+    result.best("f1")
+
+
+def test_classes_field_reaches_the_reader(tmp_path):
+  rng = np.random.default_rng(0)
+  for name, db in (("vis.mat", "SMIC_VIS"), ("nir.mat", "SMIC_NIR")):
+    x = rng.random((12, 85 * 4))
+    scipy.io.savemat(tmp_path / name, {f"{db}_micro_feature": x,
+                                       f"{db}_micro_label": np.arange(12) % 3})  # 0, 1, 2
+  config = _runlocal(experiments="V->N", kappas=(1, 2), xis=(1.0,), grouping="contiguous")
+  config.data.source = "files"
+  config.data.files = f"V={tmp_path / 'vis.mat'},N={tmp_path / 'nir.mat'}"
+  with pytest.raises(ValueError, match=r"labels \[0\] are outside .*config field: classes"):
+    experiment.run(config, tmp_path / "out")
+  config.classes = (0, 1, 2)  # files labelled from 0 run once the field says so
+  bests = experiment.run(config, tmp_path / "out")
+  assert len(bests) == 1 and 0.0 <= bests[0]["mf1"] <= 1.0
+
+
 def test_config_errors_name_the_field(tmp_path):
   with pytest.raises(ValueError, match="precision"):
     experiment.run(_runlocal(precision="float16"), tmp_path)
   with pytest.raises(ValueError, match="grouping"):
     experiment.run(_runlocal(grouping="rows"), tmp_path)
+  with pytest.raises(ValueError, match="select_by"):
+    experiment.run(_runlocal(select_by="MF1"), tmp_path)
+  with pytest.raises(ValueError, match="classes"):
+    experiment.run(_runlocal(classes=(1, 1, 2)), tmp_path)
+  assert not list(tmp_path.iterdir())  # rejected before any work
   config = _runlocal()
   config.data.source = "files"
   with pytest.raises(ValueError, match="data.feature_dir"):

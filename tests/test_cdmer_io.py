@@ -96,6 +96,9 @@ def test_find_feature_files_by_variable_names(tmp_path):
   (tmp_path / "notes.txt").write_text("ignored")
   found = cdmer_io.find_feature_files(tmp_path)
   assert found == {"SMIC_VIS": tmp_path / "one.mat", "CASME2": tmp_path / "two.npz"}
+  # The hidden temporary of a killed atomic write is no second copy of the database.
+  cdmer_io.write_feature_file(tmp_path / ".one.mat.k3j2_x.mat", "SMIC_VIS", x, y)
+  assert cdmer_io.find_feature_files(tmp_path) == found
   cdmer_io.write_feature_file(tmp_path / "three.mat", "SMIC_VIS", x, y)
   with pytest.raises(cdmer_io.FeatureFileError, match="both one.mat and three.mat"):
     cdmer_io.find_feature_files(tmp_path)
@@ -143,3 +146,17 @@ def test_parse_experiments():
                        ("", "no experiment")]:
     with pytest.raises(ValueError, match=message):
       protocol.parse_experiments(bad)
+
+
+def test_atomic_writes_get_the_umask_permissions(tmp_path):
+  import os
+  from tgsr_jax import atomic
+  path = atomic.write_text(tmp_path / "result.csv", "a,b\n")
+  assert path.stat().st_mode & 0o777 == 0o666 & ~atomic._UMASK  # not mkstemp's private 0600
+  assert [p.name for p in tmp_path.iterdir()] == ["result.csv"]
+  with pytest.raises(RuntimeError):
+    with atomic.atomic_path(tmp_path / "other.csv") as tmp:
+      tmp.write_text("half")
+      raise RuntimeError("killed")
+  assert [p.name for p in tmp_path.iterdir()] == ["result.csv"]
+  assert os.umask(atomic._UMASK) == atomic._UMASK  # the module left the umask as it found it

@@ -198,3 +198,33 @@ def test_prepare_synthetic_feature_dir(tmp_path, monkeypatch):
                                            progress=False)
   assert calls[0].num_extracted == 0 and calls[0].num_cached == 6
   np.testing.assert_array_equal(cdmer_io.read_feature_file(out / "SMIC_NIR.mat").features, x)
+
+
+def test_regenerating_a_database_leaves_no_stale_clips(tmp_path):
+  from tgsr_jax.synthetic import microexpressions
+  root = tmp_path / "raw"
+  extraction.write_generated_database(root, "SMIC_VIS", seed=0, num_clips=6)
+  extraction.write_generated_database(root, "SMIC_NIR", seed=0, num_clips=3)
+  assert len(extraction.read_generated_database(root, "SMIC_VIS")) == 6
+  extraction.write_generated_database(root, "SMIC_VIS", seed=1, num_clips=3)
+  records = extraction.read_generated_database(root, "SMIC_VIS")
+  # Exactly what a fresh generation with the new seed writes: no clip or frame of the old one.
+  truth = microexpressions.write_database(tmp_path / "fresh", "SMIC_VIS", seed=1, num_clips=3)
+  fresh = sorted((os.path.relpath(c.path, tmp_path / "fresh"), c.num_frames) for c in truth.clips)
+  assert sorted((os.path.relpath(os.path.dirname(r.frame_paths[0]), root), len(r.frame_paths))
+                for r in records) == fresh
+  # The other database under the same root is untouched.
+  assert len(extraction.read_generated_database(root, "SMIC_NIR")) == 3
+
+
+def test_damaged_cache_entries_are_recomputed(tmp_path):
+  box = extraction.face_lib.FaceBox(1, 2, 30, 40, detected=True)
+  features = np.arange(6, dtype=np.float32)
+  extraction._cache_save(tmp_path, "k", features, box)
+  got, got_box = extraction._cache_load(tmp_path, "k")
+  np.testing.assert_array_equal(got, features)
+  assert got_box.as_tuple() == box.as_tuple() and got_box.detected
+  path = tmp_path / "k.npz"
+  for damaged in (b"", path.read_bytes()[:40], b"PK\x03\x04 junk"):
+    path.write_bytes(damaged)
+    assert extraction._cache_load(tmp_path, "k") is None

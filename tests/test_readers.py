@@ -1,5 +1,6 @@
 """Database readers on small trees written here; the CASME II sheet parser on the real sheets."""
 import collections
+import pathlib
 
 import cv2
 import numpy as np
@@ -131,6 +132,15 @@ def test_generic_csv(tmp_path):
   (tmp_path / "cols.csv").write_text("folder,label\n")
   with pytest.raises(ValueError, match="clip_dir"):
     readers.read_clip_csv(tmp_path / "cols.csv")
+
+
+def test_list_frames_skips_hidden_files(tmp_path):
+  for name in ("img1.jpg", "img2.jpg", "img10.jpg"):
+    _frame(tmp_path / name, 1)
+  (tmp_path / "._img1.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS companion
+  (tmp_path / ".img3.jpg.x1y2.jpg").write_bytes(b"")  # a killed atomic write
+  assert [pathlib.Path(p).name for p in readers.list_frames(tmp_path)] == [
+      "img1.jpg", "img2.jpg", "img10.jpg"]
 
 
 def test_load_clip_errors(tmp_path):

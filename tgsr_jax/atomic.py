@@ -7,12 +7,19 @@ import pathlib
 import tempfile
 from typing import Iterator
 
+# The process umask, read once at import (reading it means setting it, which is not thread-safe).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
   """Yields a temporary path next to ``path``; renames it onto ``path`` if the block succeeds.
 
-  An interrupted or failing write leaves ``path`` as it was (and no temporary file behind).
+  An interrupted or failing write leaves ``path`` as it was (and no temporary file behind). The
+  file gets the permissions a plain ``open`` would give it (0666 less the umask), not the private
+  0600 of ``mkstemp``. Readers of result folders skip the hidden temporary names (``.NAME.*``)
+  that a killed process can leave behind.
   """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,6 +27,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
   os.close(fd)
   try:
     yield pathlib.Path(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

@@ -152,7 +152,7 @@ def read_feature_file(path: str | os.PathLike, database: str | None = None, *,
   outside = np.setdiff1d(np.unique(labels), classes)
   if outside.size:
     raise FeatureFileError(f"{path}: labels {outside.tolist()} are outside the class set "
-                           f"{list(classes)}")
+                           f"{list(classes)} (config field: classes)")
   return FeatureSet(database=database, features=features, labels=labels, path=path)
 
 
@@ -167,7 +167,8 @@ def find_feature_files(feature_dir: str | os.PathLike) -> dict[str, pathlib.Path
     raise FeatureFileError(f"{feature_dir}: the feature folder does not exist")
   found: dict[str, pathlib.Path] = {}
   for path in sorted(feature_dir.iterdir()):
-    if path.suffix not in FEATURE_SUFFIXES or not path.is_file():
+    # Hidden files are skipped: among them, the temporary files of an interrupted atomic write.
+    if path.suffix not in FEATURE_SUFFIXES or path.name.startswith(".") or not path.is_file():
       continue
     names = _variable_names(path)
     for db in _database_in(dict.fromkeys(names)):

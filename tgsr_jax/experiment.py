@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import pathlib
 from typing import Any
 
@@ -97,7 +98,8 @@ def load_databases(config, workdir: pathlib.Path, needed: set[str]) -> dict[str,
     raise ValueError(f"no feature file for {missing} (found {sorted(paths)} in "
                      f"{config.data.feature_dir or config.data.files or source}); "
                      "drop those experiments with --config.experiments=... or add the files")
-  return {db: cdmer_io.read_feature_file(paths[db], db, num_groups=num_groups)
+  classes = tuple(int(c) for c in config.classes)
+  return {db: cdmer_io.read_feature_file(paths[db], db, num_groups=num_groups, classes=classes)
           for db in sorted(needed)}
 
 
@@ -137,17 +139,25 @@ def _save_chunk(path: pathlib.Path, indices: np.ndarray, result: sweep_lib.Sweep
       np.savez(f, indices=indices, **dataclasses.asdict(result))
 
 
-def _load_chunk(path: pathlib.Path) -> tuple[np.ndarray, sweep_lib.SweepResult]:
-  with np.load(path) as data:
-    return data["indices"], sweep_lib.SweepResult(
-        **{f.name: data[f.name] for f in dataclasses.fields(sweep_lib.SweepResult)})
+def _load_chunk(path: pathlib.Path) -> tuple[np.ndarray, sweep_lib.SweepResult] | None:
+  """A saved chunk, or None when it is missing or unreadable (then it is recomputed)."""
+  if not path.is_file():
+    return None
+  try:
+    with np.load(path) as data:
+      return data["indices"], sweep_lib.SweepResult(
+          **{f.name: data[f.name] for f in dataclasses.fields(sweep_lib.SweepResult)})
+  except Exception as e:  # pylint: disable=broad-except  (a truncated or foreign file)
+    logging.warning("%s: unreadable saved chunk (%s: %s); recomputing it", path,
+                    type(e).__name__, e)
+    return None
 
 
 def best_index(result: sweep_lib.SweepResult, by: str = "mf1") -> int:
   """The authors' selection: the first row (kappa-major grid order) with the highest score."""
   if by not in ("mf1", "acc"):
     raise ValueError(f"select_by must be 'mf1' or 'acc', got {by!r}")
-  return int(np.argmax(getattr(result, by)))
+  return result.best(by)
 
 
 def run_experiment(exp: protocol.Experiment, source: cdmer_io.FeatureSet,
@@ -175,17 +185,23 @@ def run_experiment(exp: protocol.Experiment, source: cdmer_io.FeatureSet,
   chunk_dir = out_dir / "chunks" / _setup_hash(source, target, kappas, xis, config)
   chunk_dir.mkdir(parents=True, exist_ok=True)
   chunk_path = lambda i: chunk_dir / f"chunk_{i:05d}.npz"  # noqa: E731
+  saved = {}
+
+  def load_saved(index):
+    saved[index] = _load_chunk(chunk_path(index))
+    return saved[index] is not None
+
   parts, order = [], []
   for index, idx, result in sweep_lib.iter_sweep(
-      prepared, kappa, xi, chunk_size=int(config.chunk_size),
-      skip=lambda i: chunk_path(i).exists()):
-    if result is None:
-      saved_idx, result = _load_chunk(chunk_path(index))
-      if not np.array_equal(saved_idx, idx):
-        raise ValueError(f"{chunk_path(index)}: saved chunk does not match the grid; delete "
-                         f"{chunk_dir} to recompute")
-    else:
+      prepared, kappa, xi, chunk_size=int(config.chunk_size), skip=load_saved):
+    if result is not None or not np.array_equal(saved[index][0], idx):
+      if result is None:  # a saved chunk of other grid points: cannot happen unless damaged
+        logging.warning("%s does not hold this grid chunk; recomputing it", chunk_path(index))
+        result = prepared.solve(kappa[idx], xi[idx])
       _save_chunk(chunk_path(index), idx, result)
+    else:
+      result = saved[index][1]
+    saved.pop(index, None)
     parts.append(result)
     order.append(idx)
     if bar is not None:
@@ -299,6 +315,12 @@ def validate_config(config) -> None:
     raise ValueError(f"kappas must be positive integers, got {tuple(config.kappas)}")
   if int(config.chunk_size) <= 0:
     raise ValueError(f"chunk_size must be positive, got {config.chunk_size}")
+  if config.select_by not in ("mf1", "acc"):
+    raise ValueError(f"select_by must be 'mf1' or 'acc', got {config.select_by!r}")
+  classes = tuple(config.classes)
+  if (len(classes) < 2 or len(set(classes)) != len(classes)
+      or any(int(c) != c for c in classes)):
+    raise ValueError(f"classes must be at least two distinct integer label values, got {classes}")
 
 
 def run(config, workdir: str | pathlib.Path) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 from typing import Any, Iterable, Sequence
 
 import cv2
@@ -174,8 +175,8 @@ def _cache_load(cache_dir: pathlib.Path, key: str):
     with np.load(path) as data:
       return data["features"], face_lib.FaceBox(*(int(v) for v in data["box"][:4]),
                                                 detected=bool(data["box"][4]))
-  except (OSError, ValueError, KeyError):
-    return None  # a damaged entry is recomputed
+  except Exception:  # pylint: disable=broad-except
+    return None  # a damaged entry (truncated, empty, foreign) is recomputed
 
 
 def _cache_save(cache_dir: pathlib.Path, key: str, features: np.ndarray,
@@ -374,7 +375,9 @@ def write_generated_database(root: str | os.PathLike, name: str, *, seed: int = 
   """Writes a synthetic database in its release layout under ``root``, once.
 
   A marker file ``{root}/.{name}.complete`` written after the generator returns makes later calls
-  with the same arguments skip the work; a different seed or size rewrites.
+  with the same arguments skip the work. Otherwise (no marker: a first or interrupted run; or a
+  different seed or size) the database's folders are deleted first and written anew, so no clip
+  or frame of an earlier generation can mix into the new one.
   """
   from tgsr_jax.synthetic import microexpressions  # written by the synthetic-data module
 
@@ -386,6 +389,11 @@ def write_generated_database(root: str | os.PathLike, name: str, *, seed: int = 
     return root
   if marker.exists():
     marker.unlink()
+  for path in microexpressions.database_paths(root, name):
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    elif os.path.exists(path):
+      os.remove(path)
   kwargs = {"seed": int(seed)}
   if num_clips:
     kwargs["num_clips"] = int(num_clips)

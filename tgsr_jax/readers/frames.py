@@ -75,8 +75,9 @@ def list_frames(folder: str | os.PathLike) -> list[str]:
   folder = pathlib.Path(folder)
   if not folder.is_dir():
     raise FileNotFoundError(f"clip folder {folder} does not exist")
+  # Hidden files are skipped: macOS '._img1.jpg' companions, half-written temporaries.
   files = [p for p in folder.iterdir()
-           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
   return [str(p) for p in sorted(files, key=lambda p: natural_key(p.name))]
 
 

@@ -702,6 +702,21 @@ def write_smic(root, spec: DatabaseSpec, *, seed: int,
   return DatabaseTruth(name=spec.name, root=root, spec=spec, clips=tuple(truths))
 
 
+def database_paths(root, name: str) -> tuple[str, ...]:
+  """The files and folders that :func:`write_database` creates for ``name`` under ``root``.
+
+  Other databases written under the same root are not among them (SMIC_VIS and SMIC_NIR share
+  ``SMIC/`` but not their ``SMIC/VIS`` and ``SMIC/NIR`` folders).
+  """
+  spec = name if isinstance(name, DatabaseSpec) else DATABASES.get(name)
+  if spec is None:
+    raise ValueError(f"unknown database {name!r}; expected one of {sorted(DATABASES)}")
+  root = os.fspath(root)
+  if spec.layout == "casme2":
+    return (os.path.join(root, "CASME2_RAW_selected"), os.path.join(root, CASME2_SHEET))
+  return (os.path.join(root, "SMIC", spec.smic_folder),)
+
+
 def write_database(root, name: str, *, seed: int, num_clips: int | None = None) -> DatabaseTruth:
   """Generates and writes database ``name`` (a key of :data:`DATABASES`) under ``root``.
 
