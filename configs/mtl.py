@@ -155,6 +155,7 @@ def apply_variant(config, token):
     config.regulariser.kind = token
   elif token == "single":
     config.model.sharing = "none"
+    config.model.hard_share_convs = 0
     config.regulariser.kind = "none"
   elif token.startswith("hardstage"):
     config.model.sharing = "hard"
@@ -166,6 +167,7 @@ def apply_variant(config, token):
     config.regulariser.kind = "none"
   elif token == "cross_stitch":
     config.model.sharing = "cross_stitch"
+    config.model.hard_share_convs = 0
     config.regulariser.kind = "none"
   elif token == "ada":
     config.ada.enabled = True

@@ -48,11 +48,17 @@ ROWS = {
     "tt_ada": ("tt", "ada"),
 }
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Base config (configs/mtl.py).",
-                                          lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (one subfolder per row).")
-_ROWS = flags.DEFINE_list("rows", list(ROWS), f"Rows to run, from {list(ROWS)}.")
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def define_flags():
+  """The command line's flags. They are defined only when the module runs as a program, so that
+  tests and notebooks can import its functions beside another entry point's flags."""
+  config = config_flags.DEFINE_config_file("config", None, "Base config (configs/mtl.py).",
+                                           lock_config=False)
+  workdir = flags.DEFINE_string("workdir", None, "Output directory (one subfolder per row).")
+  rows = flags.DEFINE_list("rows", list(ROWS), f"Rows to run, from {list(ROWS)}.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  return config, workdir, rows
 
 
 def row_config(base, row: str):
@@ -79,12 +85,19 @@ def describe(config) -> dict:
 def run_rows(base, workdir, rows) -> list:
   """Trains every row not finished yet and returns the table records."""
   workdir = pathlib.Path(workdir)
+  # Every row name is checked before the first row trains.
+  configs = {row: row_config(base, row) for row in rows}
   records = []
   for row in rows:
-    config = row_config(base, row)
+    config = configs[row]
     row_dir = workdir / row
     summary_path = row_dir / "summary.json"
     if summary_path.is_file():
+      saved = json.loads((row_dir / "config.json").read_text())
+      changed = train.config_differences(saved, config)
+      if changed:
+        raise ValueError(f"row {row}: {row_dir} was trained with another config ({', '.join(changed)} "
+                         f"differ); use another --workdir or delete {row_dir}")
       logging.info("row %s: finished earlier, reading %s", row, summary_path)
       summary = json.loads(summary_path.read_text())
     else:
@@ -145,16 +158,23 @@ def write_figures(workdir, rows):
                              labels=("expression dataset", "landmark dataset"))
 
 
-def main(argv):
+def run(base, workdir, rows=tuple(ROWS)) -> list:
+  """Trains the rows not finished yet, writes table4.md / table4.csv and the figures."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  records = run_rows(base, workdir, rows)
+  write_tables(records, workdir)
+  write_figures(workdir, rows)
+  return records
+
+
+def main(argv, config_flag, workdir_flag, rows_flag):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  workdir = pathlib.Path(_WORKDIR.value)
-  workdir.mkdir(parents=True, exist_ok=True)
-  records = run_rows(_CONFIG.value, workdir, _ROWS.value)
-  write_tables(records, workdir)
-  write_figures(workdir, _ROWS.value)
-  print((workdir / "table4.md").read_text())
+  run(config_flag.value, workdir_flag.value, rows_flag.value)
+  print((pathlib.Path(workdir_flag.value) / "table4.md").read_text())
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags = define_flags()
+  app.run(lambda argv: main(argv, *_flags))

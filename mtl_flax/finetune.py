@@ -7,13 +7,15 @@ mixing), puts a new classifier on it and, for every fold of a subject-independen
 (10 folds for Oulu-CASIA, 5 for CK+ in the paper), trains on the other folds and tests on this
 one. An empty `checkpoint_workdir` trains from a random initialisation (the baseline).
 
-Results: `workdir/fold_XX.json` per fold (finished folds are not rerun, so an interrupted run
-resumes at the first missing fold) and `workdir/finetune_summary.json` with the per-fold and
+Results: `workdir/fold_XX.json` per fold (finished folds of the same setup are not rerun, so an
+interrupted run resumes at the first missing fold; a fold saved under another config, dataset,
+checkpoint or fold split is rerun) and `workdir/finetune_summary.json` with the per-fold and
 mean accuracy.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import pathlib
@@ -77,7 +79,7 @@ def load_pretrained_trunk(checkpoint_workdir, *, task: str = "expression"):
   model = train_lib.build_model(mtl_config)
   if task not in model.tasks:
     raise ValueError(f"{workdir}: the MTL run has tasks {model.tasks}, not {task!r}")
-  tx = train_lib.make_optimizer(model, mtl_config.optimizer)
+  tx = train_lib.optimizer_from_config(model, mtl_config)
   image_shape = (mtl_config.image_size, mtl_config.image_size, 3)
   abstract = jax.eval_shape(functools.partial(train_lib.init_state, model, tx,
                                               image_shape=image_shape), jax.random.key(0))
@@ -128,8 +130,12 @@ def make_finetune_step(module: Classifier, tx):
 
 def make_fold_functions(config, module: Classifier):
   """(tx, mesh, train step, predict, init), jitted once and shared by every fold."""
-  opt = (optax.sgd(config.learning_rate, momentum=config.momentum)
-         if config.optimizer == "sgd" else optax.adam(config.learning_rate))
+  if config.optimizer == "sgd":
+    opt = optax.sgd(config.learning_rate, momentum=config.momentum)
+  elif config.optimizer == "adam":
+    opt = optax.adam(config.learning_rate)
+  else:
+    raise ValueError(f"optimizer: expected 'sgd' or 'adam', got {config.optimizer!r}")
   if config.freeze_trunk:
     labels_fn = lambda p: {k: ("head" if k == "head" else "frozen") for k in p}
     tx = optax.multi_transform({"head": opt, "frozen": optax.set_to_zero()}, labels_fn)
@@ -191,6 +197,48 @@ def run_fold(config, fold: int, train_idx, test_idx, images, labels, module: Cla
           "num_test": int(len(test_idx))}
 
 
+# Config fields that do not change a fold's result (a fold finished under other values is reused).
+_NON_RESULT_FIELDS = ("log_every", "eval_batch_size")
+
+
+def fold_setup_hash(config, images, labels, subjects, trunk_vars, test_idx) -> str:
+  """A fingerprint of everything a fold's result depends on.
+
+  It covers the config (less `_NON_RESULT_FIELDS`), the data (images, labels, subjects), the
+  pretrained trunk's weights and the fold's test samples, so a finished fold is reused only by a
+  rerun of the same setup: a different seed, fold count, dataset or checkpoint reruns it.
+  """
+  h = hashlib.sha1()
+  fields = {k: v for k, v in json.loads(config.to_json_best_effort()).items()
+            if k not in _NON_RESULT_FIELDS}
+  h.update(json.dumps(fields, sort_keys=True).encode())
+  for array in (images, labels, subjects, test_idx):
+    array = np.ascontiguousarray(array)
+    h.update(f"{array.dtype}{array.shape}".encode())
+    h.update(array.tobytes())
+  if trunk_vars is not None:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(trunk_vars):
+      h.update(jax.tree_util.keystr(path).encode())
+      h.update(np.ascontiguousarray(leaf).tobytes())
+  return h.hexdigest()[:16]
+
+
+def _finished_fold(path: pathlib.Path, setup: str) -> dict | None:
+  """The saved result of a fold if it was computed by the same setup, else None."""
+  if not path.is_file():
+    return None
+  try:
+    result = json.loads(path.read_text())
+  except (OSError, ValueError):
+    logging.warning("%s is unreadable; rerunning the fold", path)
+    return None
+  if result.get("setup") != setup:
+    logging.warning("%s was computed with another setup (config, data, checkpoint or folds); "
+                    "rerunning the fold", path)
+    return None
+  return result
+
+
 def finetune(config: ml_collections.ConfigDict, workdir) -> dict:
   """Subject-independent k-fold fine-tuning; returns (and writes) the summary.
 
@@ -218,13 +266,16 @@ def finetune(config: ml_collections.ConfigDict, workdir) -> dict:
   results = []
   for fold, (train_idx, test_idx) in enumerate(folds):
     path = workdir / f"fold_{fold:02d}.json"
-    if path.is_file():
-      results.append(json.loads(path.read_text()))
+    setup = fold_setup_hash(config, images, labels, subjects, trunk_vars, test_idx)
+    result = _finished_fold(path, setup)
+    if result is not None:
+      results.append(result)
       continue
     functions = functions or make_fold_functions(config, module)
     result = run_fold(config, fold, train_idx, test_idx, images, labels, module, trunk_vars,
                       functions)
     result["test_subjects"] = sorted(int(s) for s in np.unique(subjects[test_idx]))
+    result["setup"] = setup
     train_lib.write_json(path, result)
     results.append(result)
   accuracies = [r["accuracy"] for r in results]

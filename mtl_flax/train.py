@@ -96,13 +96,20 @@ def load_task_data(task: str, data_config, *, image_size: int, num_classes: int,
   """(train, test) `TaskData` of one task from its data config (synthetic or a reader)."""
   from mtl_flax.data import readers  # pylint: disable=g-import-not-at-top
 
+  class_names = None
+
   def read(path):
+    nonlocal class_names
     if task == "expression":
       if data_config.source != "image_folder":
         raise ValueError(f"data.expression.source: expected 'synthetic' or 'image_folder', got "
                          f"{data_config.source!r}")
-      out = readers.load_image_folder(path, num_classes=num_classes, image_size=image_size,
+      # The test root is read with the training root's class order, so a class missing from
+      # one of them cannot shift the other's label indices.
+      out = readers.load_image_folder(path, class_names=class_names, num_classes=num_classes,
+                                      image_size=image_size,
                                       face_detection=data_config.face_detection)
+      class_names = out.class_names
       subjects = out.subjects if (out.subjects >= 0).all() else None
       return pipeline.TaskData(out.images, out.labels, subjects)
     if data_config.source != "300w":
@@ -120,9 +127,11 @@ def load_task_data(task: str, data_config, *, image_size: int, num_classes: int,
       data = pipeline.TaskData(np.asarray(images), np.asarray(labels, np.int32),
                                np.asarray(subjects, np.int32))
     else:
-      images, points = synthetic.make_landmark_dataset(
-          data_config.num, image_size=image_size, seed=seed + 1, domain="B")
-      data = pipeline.TaskData(np.asarray(images), np.asarray(points, np.float32))
+      images, points, subjects = synthetic.make_landmark_dataset(
+          data_config.num, image_size=image_size, seed=seed + 1, domain="B",
+          return_subjects=True)
+      data = pipeline.TaskData(np.asarray(images), np.asarray(points, np.float32),
+                               np.asarray(subjects, np.int32))
     return _split(data, data_config.test_fraction, seed)
   if not data_config.path:
     raise ValueError(f"data.{task}.path: a dataset root is needed for source "
@@ -151,8 +160,21 @@ def load_datasets(config) -> tuple[dict, dict]:
 # --------------------------------------------------------------------------- optimiser and state
 
 
-def make_optimizer(model: multitask.MultiTaskNet, optimizer_config) -> optax.GradientTransformation:
-  """Optax optimiser: one transform for the networks, its own group for the discriminator."""
+def make_optimizer(model: multitask.MultiTaskNet, optimizer_config, *,
+                   alternating_discriminator: bool = False) -> optax.GradientTransformation:
+  """Optax optimiser: one transform for the networks, its own group for the discriminator.
+
+  Args:
+    model: the stacked network (its `param_labels` assign the groups).
+    optimizer_config: `config.optimizer`.
+    alternating_discriminator: for ADA with alternating updates: the discriminator's transform
+      runs on even steps only; on odd steps (the extractors' turn) its parameters and its
+      optimiser state (momentum, Adam moments) stay exactly as they are
+      (`optax.transforms.conditionally_mask`).
+
+  Returns:
+    The transformation; its state depends on `alternating_discriminator`.
+  """
   def base(lr):
     if optimizer_config.name == "sgd":
       tx = optax.sgd(lr, momentum=optimizer_config.momentum)
@@ -165,9 +187,20 @@ def make_optimizer(model: multitask.MultiTaskNet, optimizer_config) -> optax.Gra
     return tx
 
   network = base(optimizer_config.learning_rate)
+  discriminator = base(optimizer_config.discriminator_learning_rate)
+  if alternating_discriminator:
+    # The update counter starts at 0 with the train step, so even counts are even steps.
+    discriminator = optax.transforms.conditionally_mask(
+        discriminator, lambda count: count % 2 == 0)
   transforms = {"trunk": network, "head": network, "cross_stitch": network,
-                "discriminator": base(optimizer_config.discriminator_learning_rate)}
+                "discriminator": discriminator}
   return optax.multi_transform(transforms, model.param_labels)
+
+
+def optimizer_from_config(model: multitask.MultiTaskNet, config) -> optax.GradientTransformation:
+  """`make_optimizer` for a whole run config (its optimiser and its ADA mode)."""
+  return make_optimizer(model, config.optimizer, alternating_discriminator=bool(
+      config.ada.enabled and config.ada.mode == "alternating"))
 
 
 def init_state(model, tx, rng, image_shape) -> dict:
@@ -209,7 +242,9 @@ def make_train_step(model: multitask.MultiTaskNet, tx: optax.GradientTransformat
       `trace_norm.nuclear_norm`).
     ada: add adversarial domain alignment between the two tasks' features.
     ada_mode: 'grl' (one gradient-reversal update) or 'alternating' (even steps update the
-      discriminator on fixed features, odd steps the extractors against a fixed discriminator).
+      discriminator on fixed features, odd steps the extractors against a fixed discriminator;
+      build `tx` with `alternating_discriminator=True` so that the discriminator's momentum
+      does not move it on odd steps).
     ada_weight: scale of the schedule lambda_p.
     landmark_loss_kind: 'l1' or 'l2'.
     nme_normalisation: 'inter_pupil' or 'inter_ocular' for the logged training NME.
@@ -400,6 +435,36 @@ def check_finite(step: int, scalars: dict):
 
 # --------------------------------------------------------------------------- main entry
 
+# Config fields that change no result of a run (logging, evaluation and checkpoint cadence).
+NON_RESULT_FIELDS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "plots",
+                     "eval_batch_size")
+
+
+def config_differences(saved: dict, config, ignore=NON_RESULT_FIELDS) -> list[str]:
+  """Dotted names of the fields where a saved `config.json` differs from `config`.
+
+  Args:
+    saved: the saved config, as read from JSON.
+    config: the ConfigDict of this run.
+    ignore: top-level fields left out (by default those that change no result).
+
+  Returns:
+    Sorted field names, e.g. ['optimizer.learning_rate', 'regulariser.kind'].
+  """
+  def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+      if isinstance(v, dict):
+        out.update(flat(v, f"{prefix}{k}."))
+      else:
+        out[prefix + k] = v
+    return out
+  now = flat(json.loads(config.to_json_best_effort()))
+  before = flat(saved)
+  return sorted(k for k in set(now) | set(before)
+                if k.split(".")[0] not in ignore and now.get(k) != before.get(k))
+
+
 
 def make_trace_norms_fn(model, kind: str, gammas=None):
   """Jitted `params -> {layer: trace norm}` of the stacked shareable kernels, or None.
@@ -434,7 +499,7 @@ def _compiled(key: str, devices: tuple):
   (notebooks, resume, the Table-4 script re-reading rows) do not recompile."""
   config = ml_collections.ConfigDict(json.loads(key))
   model = build_model(config)
-  tx = make_optimizer(model, config.optimizer)
+  tx = optimizer_from_config(model, config)
   mesh = data_mesh(list(devices))
   replicated = NamedSharding(mesh, P())
   image_shape = (config.image_size, config.image_size, 3)
@@ -490,11 +555,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+  config_path = workdir / "config.json"
+  if config_path.is_file():
+    changed = config_differences(json.loads(config_path.read_text()), config)
+    if changed:
+      logging.warning("%s: this run's config differs from the saved one in %s; a resumed run "
+                      "continues under the new values", workdir, ", ".join(changed))
+  write_json(config_path, json.loads(config.to_json_best_effort()))
   model, _, mesh, init_fn, p_train_step, eval_step, norms_fn = compiled_functions(config)
   replicated = NamedSharding(mesh, P())
   init_rng, step_rng = jax.random.split(root_key(config))
   kind = config.regulariser.kind
+  # Data errors (a wrong path, bad labels) surface before the checkpoint manager starts.
+  train_data, test_data = load_datasets(config) if datasets is None else datasets
 
   state = init_fn(init_rng)
   architecture = {"backbone": config.model.backbone, "sharing": config.model.sharing,
@@ -512,7 +585,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   if start:
     logging.info("resumed from %s at step %d", ckpt.directory, start)
 
-  train_data, test_data = load_datasets(config) if datasets is None else datasets
   aug = augment.LandmarkAugment(
       flip_probability=config.augment.landmark_flip,
       max_rotation_deg=config.augment.max_rotation_deg,
@@ -574,7 +646,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
     summary["decrease_rates"] = metrics_lib.decrease_rates(initial_norms, final_norms)
   two_datasets = len(model.tasks) == 2 and all(len(f) for f in features.values())
   if two_datasets:
-    np.savez(workdir / "features.npz", **features)
+    with atomic.atomic_path(workdir / "features.npz") as tmp:
+      with open(tmp, "wb") as f:
+        np.savez(f, **features)
     summary["domain_separability"] = evaluate_lib.domain_separability(
         features[model.tasks[0]], features[model.tasks[1]])
   if config.plots:

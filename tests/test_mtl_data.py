@@ -168,6 +168,11 @@ def test_load_ckplus_bad_emotion_code(tmp_path):
   with pytest.raises(ValueError, match="0-7") as err:
     readers.load_ckplus(tmp_path, face_detection=False)
   assert str(bad) in str(err.value)
+  for text in ("nan", "inf", "-inf", "2.5"):
+    _write(bad, text)
+    with pytest.raises(ValueError, match="0-7") as err:
+      readers.load_ckplus(tmp_path, face_detection=False)
+    assert str(bad) in str(err.value)
 
 
 def test_load_oulu_casia(tmp_path):
@@ -189,6 +194,9 @@ def test_load_image_folder_and_csv(tmp_path):
   for name, value in (("happy", 10), ("sad", 20)):
     for i in range(3):
       _png(tmp_path / name / f"{i:06d}.png", value=value)
+  # What a Mac or a notebook leaves in a dataset: no class, no image.
+  _png(tmp_path / ".ipynb_checkpoints" / "000000.png")
+  (tmp_path / "happy" / "._000000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
   folders = readers.load_image_folder(tmp_path, image_size=16)
   assert folders.class_names == ("happy", "sad")
   np.testing.assert_array_equal(folders.labels, [0, 0, 0, 1, 1, 1])
@@ -374,3 +382,37 @@ def test_readers_load_the_synthetic_releases(tmp_path):
                                        synthetic.EXPRESSION_CLASS_NAMES)
   folder = readers.load_image_folder(tmp_path / "lsemsw", num_classes=13, image_size=32)
   np.testing.assert_array_equal(np.sort(folder.labels), np.sort(labels))
+
+
+def test_separate_test_root_uses_the_training_class_order(tmp_path):
+  import ml_collections
+  from mtl_flax import train
+  for root, names in (("train", ("anger", "happy", "sad")), ("test", ("happy", "sad"))):
+    for value, name in enumerate(names):
+      _png(tmp_path / root / name / "000000.png", value=10 * value)
+  data_config = ml_collections.ConfigDict({
+      "source": "image_folder", "path": str(tmp_path / "train"),
+      "test_path": str(tmp_path / "test"), "face_detection": False})
+  train_set, test_set = train.load_task_data("expression", data_config, image_size=16,
+                                             num_classes=13, seed=0)
+  np.testing.assert_array_equal(train_set.targets, [0, 1, 2])
+  np.testing.assert_array_equal(test_set.targets, [1, 2])  # happy, sad: not 0, 1
+  _png(tmp_path / "test" / "fear" / "000000.png")
+  with pytest.raises(ValueError, match=r"class folders \['fear'\] are not among class_names"):
+    train.load_task_data("expression", data_config, image_size=16, num_classes=13, seed=0)
+
+
+def test_synthetic_landmark_split_is_by_subject():
+  import ml_collections
+  from mtl_flax import train
+  from mtl_flax.data import synthetic
+  data_config = ml_collections.ConfigDict({"source": "synthetic", "num": 24,
+                                           "test_fraction": 0.25})
+  train_set, test_set = train.load_task_data("landmarks", data_config, image_size=24,
+                                             num_classes=13, seed=0)
+  assert len(train_set) + len(test_set) == 24 and len(test_set) == 8
+  assert not set(train_set.subjects.tolist()) & set(test_set.subjects.tolist())
+  _, _, subjects = synthetic.make_landmark_dataset(24, image_size=24, seed=1, domain="B",
+                                                   return_subjects=True)
+  assert sorted(train_set.subjects.tolist() + test_set.subjects.tolist()) == sorted(
+      subjects.tolist())

@@ -102,8 +102,39 @@ def test_finetune_from_mtl_checkpoint_with_subject_folds(tmp_path, monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("a finished fold was rerun")
   monkeypatch.setattr(finetune, "run_fold", fail)
+  config.log_every = 7  # changes no result
   again = finetune.finetune(config, out)
   assert again["fold_accuracies"] == summary["fold_accuracies"]
+
+  # Another fold split in the same workdir reruns every fold: no fold of the 2-fold split is
+  # mixed into the 3-fold summary.
+  ran = []
+
+  def record(config, fold, train_idx, test_idx, *args):
+    ran.append(fold)
+    return {"fold": fold, "accuracy": 0.5, "num_train": int(len(train_idx)),
+            "num_test": int(len(test_idx))}
+  monkeypatch.setattr(finetune, "run_fold", record)
+  config.num_folds = 3
+  three = finetune.finetune(config, out)
+  assert ran == [0, 1, 2] and three["fold_accuracies"] == [0.5] * 3
+  folds = [json.loads((out / f"fold_{k:02d}.json").read_text()) for k in range(3)]
+  assert sorted(sum((f["test_subjects"] for f in folds), [])) == [1, 2, 3, 4, 5]
+  assert sum(f["num_test"] for f in folds) == 45
+  ran.clear()
+  finetune.finetune(config, out)
+  assert ran == []
+  config.seed = 1  # another seed: other splits and initialisations
+  finetune.finetune(config, out)
+  assert ran == [0, 1, 2]
+
+
+def test_unknown_finetune_optimizer_is_refused():
+  config = finetune_configs.get_config("runlocal")
+  config.optimizer = "SGD"
+  trunk = train.multitask._backbone("tiny", np.float32)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="optimizer: expected 'sgd' or 'adam', got 'SGD'"):
+    finetune.make_fold_functions(config, finetune.Classifier(trunk=trunk, num_classes=3))
 
 
 def test_pretrained_trunk_needs_an_mtl_workdir(tmp_path):

@@ -181,22 +181,24 @@ def test_hard_sharing_and_cross_stitch_train_in_the_same_step(variant, group):
 
 def test_alternating_ada_updates_discriminator_on_even_steps_only():
   config = tiny_config("runlocal,none,alternating")
-  model, tx, state0 = _initial_state("runlocal,laf,ada")
-  step = _jitted_step("runlocal,laf,ada", regulariser="none",
-                      strength=config.regulariser.strength, ada=True,
-                      ada_mode=_ada_mode("none"))
-  state = jax.tree_util.tree_map(jnp.asarray, state0)
-  disc0 = jax.device_get(state["params"]["discriminator"])
-  state, _ = step(state, _batch(config), _step_rng())  # step 0: discriminator turn
-  disc1 = jax.device_get(state["params"]["discriminator"])
-  assert _leaves_changed(disc0, disc1)
-  # Step 1 is the extractors' turn: the discriminator gets no gradient, so SGD with momentum
-  # 0.9 moves it by 0.9 times its previous step.
-  state, m = step(state, _batch(config, 1), _step_rng())
-  disc2 = jax.device_get(state["params"]["discriminator"])
-  for a, b, c in zip(*(jax.tree_util.tree_leaves(d) for d in (disc0, disc1, disc2))):
-    np.testing.assert_allclose(c - b, config.optimizer.momentum * (b - a), atol=1e-7)
-  assert np.isfinite(float(m["loss"]))
+  model, _, state0 = _initial_state("runlocal,laf,ada")  # the same model; another optimiser
+  tx = train.optimizer_from_config(model, config)
+  step = jax.jit(train.make_train_step(model, tx, num_steps=4, regulariser="none", ada=True,
+                                       ada_mode="alternating"))
+  state = jax.tree_util.tree_map(jnp.asarray, {**state0, "opt_state": tx.init(state0["params"])})
+  discs, trunks = [], []
+  for s in range(4):
+    discs.append(jax.device_get(state["params"]["discriminator"]))
+    trunks.append(jax.device_get(state["params"]["trunk"]))
+    state, m = step(state, _batch(config, s), _step_rng())
+    assert np.isfinite(float(m["loss"]))
+  discs.append(jax.device_get(state["params"]["discriminator"]))
+  trunks.append(jax.device_get(state["params"]["trunk"]))
+  # Steps 0 and 2 are the discriminator's turns. On steps 1 and 3 it stays exactly where it is:
+  # no gradient and no momentum (SGD 0.9) moves it. The extractors train on every step.
+  assert _leaves_changed(discs[0], discs[1]) and _leaves_changed(discs[2], discs[3])
+  assert not _leaves_changed(discs[1], discs[2]) and not _leaves_changed(discs[3], discs[4])
+  assert all(_leaves_changed(a, b) for a, b in zip(trunks, trunks[1:]))
 
 
 def _final_params(workdir, target):
@@ -261,14 +263,22 @@ def _with_classes(config, num_classes):
   return config
 
 
-def test_nan_loss_raises_a_clear_error(tmp_path):
+def test_nan_loss_raises_a_clear_error(tmp_path, caplog):
   config = tiny_config()
   train_sets, test_sets = tiny_datasets()
   bad = pipeline.TaskData(train_sets["landmarks"].images,
                           np.full_like(train_sets["landmarks"].targets, np.nan))
+  # The workdir holds a run of another learning rate: the resumed run says so.
+  saved = json.loads(config.to_json_best_effort())
+  saved["optimizer"]["learning_rate"] = 0.5
+  saved["log_every"] = 99  # changes no result: not reported
+  (tmp_path / "config.json").write_text(json.dumps(saved))
   with pytest.raises(FloatingPointError, match="step 1: .*non-finite"):
     train.train_and_evaluate(config, tmp_path, datasets=({**train_sets, "landmarks": bad},
                                                          test_sets))
+  warnings = [r.getMessage() for r in caplog.records if "differs from the saved one" in r.getMessage()]
+  assert len(warnings) == 1 and warnings[0].endswith(
+      "in optimizer.learning_rate; a resumed run continues under the new values")
 
 
 def test_cli_end_to_end_runlocal(tmp_path, monkeypatch):

@@ -237,8 +237,13 @@ def _stack(images, size):
 
 
 def _images_in(folder: pathlib.Path):
+  # Hidden files are skipped: macOS '._x.jpg' companions, half-written temporaries.
   return sorted(p for p in folder.iterdir()
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p))
+
+
+def _hidden(path: pathlib.Path) -> bool:
+  return path.name.startswith(".")
 
 
 def _require_dir(path: pathlib.Path, what: str):
@@ -297,7 +302,8 @@ def load_image_folder(root, *, class_names: Sequence[str] | None = None,
       top = max((e[1] for e in entries), default=-1)
       class_names = tuple(str(i) for i in range(max(top + 1, num_classes or 0)))
   else:
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    # Hidden folders ('.ipynb_checkpoints', '.git') are no classes.
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not _hidden(p))
     if class_names is None:
       class_names = tuple(folders)
     unknown = sorted(set(folders) - set(class_names))
@@ -344,7 +350,8 @@ def load_300w(root, *, image_size: int = 96, margin: float = 1.3,
   root = pathlib.Path(root)
   _require_dir(root, "300-W dataset")
   files = sorted(root.rglob("*") if recursive else root.iterdir())
-  image_paths = [p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+  image_paths = [p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                 and not _hidden(p)]
   stems = {p.with_suffix("") for p in image_paths}
   for pts in (p for p in files if p.suffix.lower() == ".pts"):
     if pts.with_suffix("") not in stems:
@@ -411,7 +418,8 @@ def load_ckplus(root, *, peak_frames: int = 3, include_neutral: bool = False,
         code = float(text[0]) if len(text) == 1 else None
       except ValueError:
         code = None
-      if code is None or code != int(code) or not 0 <= code < len(CKPLUS_CLASSES):
+      # The range test comes first: it is False for NaN and inf, which int() cannot take.
+      if code is None or not 0 <= code < len(CKPLUS_CLASSES) or code != int(code):
         raise ValueError(f"{label_files[-1]}: expected one emotion code in 0-7, got {text}")
       frames = _images_in(seq_dir)
       if not frames:
