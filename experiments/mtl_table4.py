@@ -49,7 +49,6 @@ ROWS = {
 }
 
 
-
 def define_flags():
   """The command line's flags. They are defined only when the module runs as a program, so that
   tests and notebooks can import its functions beside another entry point's flags."""
@@ -96,8 +95,9 @@ def run_rows(base, workdir, rows) -> list:
       saved = json.loads((row_dir / "config.json").read_text())
       changed = train.config_differences(saved, config)
       if changed:
-        raise ValueError(f"row {row}: {row_dir} was trained with another config ({', '.join(changed)} "
-                         f"differ); use another --workdir or delete {row_dir}")
+        raise ValueError(f"row {row}: {row_dir} was trained with another config "
+                         f"({', '.join(changed)} differ); use another --workdir or delete "
+                         f"{row_dir}")
       logging.info("row %s: finished earlier, reading %s", row, summary_path)
       summary = json.loads(summary_path.read_text())
     else:

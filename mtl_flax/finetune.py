@@ -201,26 +201,38 @@ def run_fold(config, fold: int, train_idx, test_idx, images, labels, module: Cla
 _NON_RESULT_FIELDS = ("log_every", "eval_batch_size")
 
 
-def fold_setup_hash(config, images, labels, subjects, trunk_vars, test_idx) -> str:
-  """A fingerprint of everything a fold's result depends on.
+def setup_hash(config, images, labels, subjects, trunk_vars) -> str:
+  """A fingerprint of everything the folds' results depend on but the split.
 
-  It covers the config (less `_NON_RESULT_FIELDS`), the data (images, labels, subjects), the
-  pretrained trunk's weights and the fold's test samples, so a finished fold is reused only by a
-  rerun of the same setup: a different seed, fold count, dataset or checkpoint reruns it.
+  It covers the config (less `_NON_RESULT_FIELDS`), the data (images, labels, subjects) and the
+  pretrained trunk's weights; `fold_setup_hash` adds a fold's test samples. So a finished fold
+  is reused only by a rerun of the same setup: a different seed, fold count, dataset or
+  checkpoint reruns it.
   """
   h = hashlib.sha1()
   fields = {k: v for k, v in json.loads(config.to_json_best_effort()).items()
             if k not in _NON_RESULT_FIELDS}
   h.update(json.dumps(fields, sort_keys=True).encode())
-  for array in (images, labels, subjects, test_idx):
-    array = np.ascontiguousarray(array)
-    h.update(f"{array.dtype}{array.shape}".encode())
-    h.update(array.tobytes())
+  for array in (images, labels, subjects):
+    _hash_array(h, array)
   if trunk_vars is not None:
     for path, leaf in jax.tree_util.tree_leaves_with_path(trunk_vars):
       h.update(jax.tree_util.keystr(path).encode())
       h.update(np.ascontiguousarray(leaf).tobytes())
+  return h.hexdigest()
+
+
+def fold_setup_hash(setup: str, test_idx) -> str:
+  """The fingerprint of one fold: the run's `setup_hash` and the fold's test samples."""
+  h = hashlib.sha1(setup.encode())
+  _hash_array(h, test_idx)
   return h.hexdigest()[:16]
+
+
+def _hash_array(h, array):
+  array = np.ascontiguousarray(array)
+  h.update(f"{array.dtype}{array.shape}".encode())
+  h.update(array.tobytes())
 
 
 def _finished_fold(path: pathlib.Path, setup: str) -> dict | None:
@@ -264,9 +276,11 @@ def finetune(config: ml_collections.ConfigDict, workdir) -> dict:
   module = Classifier(trunk=trunk, num_classes=len(class_names))
   functions = None
   results = []
+  # The data and weights are hashed once; each fold adds its test samples.
+  run_setup = setup_hash(config, images, labels, subjects, trunk_vars)
   for fold, (train_idx, test_idx) in enumerate(folds):
     path = workdir / f"fold_{fold:02d}.json"
-    setup = fold_setup_hash(config, images, labels, subjects, trunk_vars, test_idx)
+    setup = fold_setup_hash(run_setup, test_idx)
     result = _finished_fold(path, setup)
     if result is not None:
       results.append(result)

@@ -465,7 +465,6 @@ def config_differences(saved: dict, config, ignore=NON_RESULT_FIELDS) -> list[st
                 if k.split(".")[0] not in ignore and now.get(k) != before.get(k))
 
 
-
 def make_trace_norms_fn(model, kind: str, gammas=None):
   """Jitted `params -> {layer: trace norm}` of the stacked shareable kernels, or None.
 

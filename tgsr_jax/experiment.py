@@ -194,14 +194,14 @@ def run_experiment(exp: protocol.Experiment, source: cdmer_io.FeatureSet,
   parts, order = [], []
   for index, idx, result in sweep_lib.iter_sweep(
       prepared, kappa, xi, chunk_size=int(config.chunk_size), skip=load_saved):
-    if result is not None or not np.array_equal(saved[index][0], idx):
-      if result is None:  # a saved chunk of other grid points: cannot happen unless damaged
+    computed = result is not None
+    if not computed:
+      saved_idx, result = saved.pop(index)
+      if not np.array_equal(saved_idx, idx):  # other grid points: only a damaged file does this
         logging.warning("%s does not hold this grid chunk; recomputing it", chunk_path(index))
-        result = prepared.solve(kappa[idx], xi[idx])
+        result, computed = prepared.solve(kappa[idx], xi[idx]), True
+    if computed:
       _save_chunk(chunk_path(index), idx, result)
-    else:
-      result = saved[index][1]
-    saved.pop(index, None)
     parts.append(result)
     order.append(idx)
     if bar is not None:
