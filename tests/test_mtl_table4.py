@@ -15,7 +15,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def _run(workdir, *extra, rows="single,laf"):
   cmd = [sys.executable, "-m", "experiments.mtl_table4", "--config", "configs/mtl.py:runlocal",
          f"--workdir={workdir}", f"--rows={rows}", *extra]
-  return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+  return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 def test_table4_rows_and_resume(tmp_path):
