@@ -6,19 +6,7 @@ parallel training) are exercised on a CPU-only machine.
 import os
 import pathlib
 
-
-def _with_flags(existing: str, wanted: tuple[str, ...]) -> str:
-  """`existing` XLA flags plus each wanted flag whose name is not set there already."""
-  flags = existing.split()
-  names = {flag.split("=")[0] for flag in flags}
-  return " ".join(flags + [flag for flag in wanted if flag.split("=")[0] not in names])
-
-
-# Multithreaded Eigen is off: XLA's CPU intra-op pool has been seen to wedge (a computation that
-# never finishes) on CI runners, and two test workers on two cores gain nothing from it.
-# Subprocesses started by the tests (the CLI end-to-end tests) inherit these flags.
-os.environ["XLA_FLAGS"] = _with_flags(os.environ.get("XLA_FLAGS", ""), (
-    "--xla_force_host_platform_device_count=2", "--xla_cpu_multi_thread_eigen=false"))
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 
 import pytest  # noqa: E402
 

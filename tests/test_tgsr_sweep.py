@@ -1,6 +1,7 @@
 """The vmapped, sharded (kappa, xi) sweep: equal to single fits; the paper's grid; reproducing the
 TGSR authors' own grid search on the real benchmark features."""
 import jax
+import jax.extend
 import numpy as np
 import pytest
 import scipy.io
@@ -135,3 +136,29 @@ def test_benchmark_corpus_features_give_documented_values(shared):
   acc, mf1 = scores_reference(nir.labels - 1, np.asarray(solver.predict(fit.coef, nir.features)), 3)
   assert fit.iterations == 143
   assert round(acc, 4) == 0.7324 and round(mf1, 4) == 0.7305
+
+
+def test_xi_spectra_factor_one_matrix_at_a_time_on_cpu():
+  # jaxlib's batched CPU eigh waits on XLA's intra-op pool for its batch items; two devices of a
+  # sharded sweep inside it at once deadlocked a 2-core run. On the CPU each call takes one matrix.
+  xs, ys, xt, _, groups = _problem()
+  with jax.enable_x64(True):
+    problem = solver.prepare_problem(xs, ys, xt, groups, num_classes=3)
+    xi = np.array([0.0, 0.5, 2.0, 30.0])
+    for platform, batches in (("cpu", [()]), ("gpu", [(4,)])):
+      jaxpr = jax.make_jaxpr(lambda x: solver.xi_spectra(problem, x, platform=platform))(xi)
+      shapes = [v.aval.shape for e in _equations(jaxpr.jaxpr) if e.primitive.name == "eigh"
+                for v in e.invars]
+      assert [shape[:-2] for shape in shapes] == batches, (platform, shapes)
+    w, s = solver.xi_spectra(problem, xi, platform="cpu")
+    for i, x in enumerate(xi):
+      w1, s1 = solver.xi_spectrum(problem, x)
+      np.testing.assert_allclose(s[i], s1, rtol=1e-12, atol=1e-12)
+      np.testing.assert_allclose(np.abs(w[i].T @ w1), np.eye(len(s1)), atol=1e-8)  # same basis
+
+
+def _equations(jaxpr):
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      yield from _equations(sub)

@@ -169,6 +169,26 @@ def xi_spectrum(problem: Problem, xi: jax.Array) -> tuple[jax.Array, jax.Array]:
   return w, jnp.maximum(s, 0.0)
 
 
+def xi_spectra(problem: Problem, xi: jax.Array, *, platform: str | None = None
+               ) -> tuple[jax.Array, jax.Array]:
+  """:func:`xi_spectrum` for a batch of xi values: ``w`` (B, r, r) and ``s`` (B, r).
+
+  On the CPU the eigendecompositions run one at a time (``lax.map``). jaxlib's batched LAPACK
+  eigh hands its batch items to XLA's intra-op thread pool and waits for them; when the
+  devices of a sharded sweep (forced host devices) reach it together on pool threads, every
+  thread of a small pool waits and none is left to do the items: a deadlock (seen with jax
+  0.10.2 on 2 cores; ``mtl_flax.trace_norm`` avoids the same for its SVDs). Elsewhere the batch
+  is one vmapped call.
+
+  Args:
+    problem, xi: as in :func:`xi_spectrum`, with xi of shape (B,).
+    platform: the platform the computation runs on (default: JAX's default backend).
+  """
+  if (platform or jax.default_backend()) == "cpu":
+    return jax.lax.map(functools.partial(xi_spectrum, problem), xi)
+  return jax.vmap(xi_spectrum, in_axes=(None, 0))(problem, xi)
+
+
 def d_step(problem: Problem, w: jax.Array, s: jax.Array, c: jax.Array, p: jax.Array,
            mu: jax.Array) -> jax.Array:
   """Closed-form D update ``(mu I + 2 X~ X~^T)^-1 (2 X~ L~^T + P + mu C)`` through the factors.

@@ -99,9 +99,10 @@ def grid_points(kappas: Iterable[int], xis: Iterable[float]) -> tuple[np.ndarray
 
 def _solve_chunk_impl(problem: solver.Problem, xt: jax.Array, yt: jax.Array, kappa: jax.Array,
                       xi: jax.Array, *, layout: solver.GroupLayout, settings: solver.Settings,
-                      tol: float, num_classes: int) -> dict[str, jax.Array]:
+                      tol: float, num_classes: int, platform: str | None = None
+                      ) -> dict[str, jax.Array]:
   """Solves a chunk of grid points (vmapped) and scores them on the target."""
-  w, s = jax.vmap(solver.xi_spectrum, in_axes=(None, 0))(problem, xi)
+  w, s = solver.xi_spectra(problem, xi, platform=platform)
   state0 = solver.init_state(problem, settings)
   # Grid points live on the last axis of C and P, so Q^T (Kd x C x G) is one plain GEMM.
   solve = jax.vmap(
@@ -131,7 +132,7 @@ def _solve_chunk(problem: solver.Problem, xt: jax.Array, yt: jax.Array, kappa: j
                  settings: solver.Settings, tol: float, num_classes: int) -> dict[str, jax.Array]:
   """:func:`_solve_chunk_impl` with the grid points split over the devices of ``mesh``."""
   local = functools.partial(_solve_chunk_impl, layout=layout, settings=settings, tol=tol,
-                            num_classes=num_classes)
+                            num_classes=num_classes, platform=mesh.devices.flat[0].platform)
   replicated, lanes = PartitionSpec(), PartitionSpec("lanes")
   return jax.shard_map(local, mesh=mesh,
                        in_specs=(replicated, replicated, replicated, lanes, lanes),
@@ -150,7 +151,7 @@ def _solve_chunk_gram(problem: solver.Problem, factors: gram_engine.GramFactors,
   """
 
   def local(problem, factors, yt, kappa, xi):
-    w, s = jax.vmap(solver.xi_spectrum, in_axes=(None, 0))(problem, xi)
+    w, s = solver.xi_spectra(problem, xi, platform=mesh.devices.flat[0].platform)
     state = gram_engine.init_state(factors, num_classes, kappa.shape[0], settings)
     state = gram_engine.iterate(problem, factors, w, s, kappa, state, num_groups=num_groups,
                                 settings=settings, tol=tol, iteration_limit=settings.max_iterations)
