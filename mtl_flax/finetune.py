@@ -197,21 +197,17 @@ def run_fold(config, fold: int, train_idx, test_idx, images, labels, module: Cla
           "num_test": int(len(test_idx))}
 
 
-# Config fields that do not change a fold's result (a fold finished under other values is reused).
-_NON_RESULT_FIELDS = ("log_every", "eval_batch_size")
-
-
 def setup_hash(config, images, labels, subjects, trunk_vars) -> str:
   """A fingerprint of everything the folds' results depend on but the split.
 
-  It covers the config (less `_NON_RESULT_FIELDS`), the data (images, labels, subjects) and the
-  pretrained trunk's weights; `fold_setup_hash` adds a fold's test samples. So a finished fold
-  is reused only by a rerun of the same setup: a different seed, fold count, dataset or
-  checkpoint reruns it.
+  It covers the config (less the fields of `train.NON_RESULT_FIELDS`, such as `log_every`), the
+  data (images, labels, subjects) and the pretrained trunk's weights; `fold_setup_hash` adds a
+  fold's test samples. So a finished fold is reused only by a rerun of the same setup: a
+  different seed, fold count, dataset or checkpoint reruns it.
   """
   h = hashlib.sha1()
   fields = {k: v for k, v in json.loads(config.to_json_best_effort()).items()
-            if k not in _NON_RESULT_FIELDS}
+            if k not in train_lib.NON_RESULT_FIELDS}
   h.update(json.dumps(fields, sort_keys=True).encode())
   for array in (images, labels, subjects):
     _hash_array(h, array)

@@ -93,6 +93,11 @@ def test_damaged_chunks_are_recomputed(tmp_path, monkeypatch):
   calls.clear()
   experiment.run(_runlocal(experiments="V->N"), tmp_path)  # the rewritten chunks are reused
   assert calls == []
+  # A readable file holding another chunk's grid points (e.g. copied by hand) is recomputed too.
+  chunks[1].write_bytes(chunks[0].read_bytes())
+  experiment.run(_runlocal(experiments="V->N"), tmp_path)
+  assert calls == [2]
+  assert (out / "grid.csv").read_text() == first
 
 
 def test_best_point_is_the_first_maximum_in_grid_order():

@@ -187,20 +187,22 @@ def run_experiment(exp: protocol.Experiment, source: cdmer_io.FeatureSet,
   chunk_path = lambda i: chunk_dir / f"chunk_{i:05d}.npz"  # noqa: E731
   saved = {}
 
-  def load_saved(index):
-    saved[index] = _load_chunk(chunk_path(index))
-    return saved[index] is not None
+  def load_saved(index, idx):
+    """Whether chunk `index` is saved with these grid points (then it is not solved again)."""
+    loaded = _load_chunk(chunk_path(index))
+    if loaded is not None and not np.array_equal(loaded[0], idx):  # only a damaged file does this
+      logging.warning("%s does not hold this grid chunk; recomputing it", chunk_path(index))
+      loaded = None
+    if loaded is not None:
+      saved[index] = loaded[1]
+    return loaded is not None
 
   parts, order = [], []
   for index, idx, result in sweep_lib.iter_sweep(
       prepared, kappa, xi, chunk_size=int(config.chunk_size), skip=load_saved):
-    computed = result is not None
-    if not computed:
-      saved_idx, result = saved.pop(index)
-      if not np.array_equal(saved_idx, idx):  # other grid points: only a damaged file does this
-        logging.warning("%s does not hold this grid chunk; recomputing it", chunk_path(index))
-        result, computed = prepared.solve(kappa[idx], xi[idx]), True
-    if computed:
+    if result is None:
+      result = saved.pop(index)
+    else:
       _save_chunk(chunk_path(index), idx, result)
     parts.append(result)
     order.append(idx)

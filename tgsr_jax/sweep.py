@@ -277,13 +277,15 @@ def plan_chunks(kappa: np.ndarray, xi: np.ndarray, chunk_size: int) -> list[np.n
 
 
 def iter_sweep(prepared: PreparedSweep, kappa: np.ndarray, xi: np.ndarray, *, chunk_size: int = 256,
-               skip: Callable[[int], bool] | None = None) -> Iterator[tuple[int, np.ndarray, SweepResult | None]]:
+               skip: Callable[[int, np.ndarray], bool] | None = None
+               ) -> Iterator[tuple[int, np.ndarray, SweepResult | None]]:
   """Yields ``(chunk_index, indices, result)`` for every chunk; ``result`` is None when skipped.
 
-  ``indices`` index into the ``kappa``/``xi`` arrays, so callers can persist chunks and resume.
+  ``indices`` index into the ``kappa``/``xi`` arrays, so callers can persist chunks and resume:
+  ``skip(chunk_index, indices)`` returning True (e.g. the chunk is saved) skips the solve.
   """
   for index, idx in enumerate(plan_chunks(kappa, xi, chunk_size)):
-    if skip is not None and skip(index):
+    if skip is not None and skip(index, idx):
       yield index, idx, None
       continue
     yield index, idx, prepared.solve(kappa[idx], xi[idx])
