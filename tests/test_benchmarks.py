@@ -20,6 +20,10 @@ def test_mtl_step_benchmark_writes_a_consistent_record(tmp_path, capsys):
   assert seconds == {name: min(r) for name, r in record["rounds"].items()}
   assert record["overhead_percent"]["laf/gram vs stacked"] == pytest.approx(
       100 * (seconds["laf/gram"] / seconds["stacked"] - 1))
+  rounds = record["rounds"]
+  paired = sorted(a / b - 1 for a, b in zip(rounds["laf/gram"], rounds["stacked"]))
+  assert record["paired_overhead_percent"]["laf/gram vs stacked"] == pytest.approx(
+      100 * (paired[0] + paired[1]) / 2)  # the median of the two rounds' ratios
   assert record["penalty_alone_seconds"]["laf/gram"] > 0
   assert "laf/gram vs stacked" in capsys.readouterr().out
   with pytest.raises(SystemExit, match="unknown"):
