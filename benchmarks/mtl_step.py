@@ -44,7 +44,7 @@ import optax
 
 from mtl_flax import trace_norm
 from mtl_flax.models import multitask
-from tgsr_jax import atomic
+from subtle_core import atomic
 
 PENALTIES = (("laf", "exact"), ("laf", "gram"), ("laf", "newton_schulz"), ("tucker", "exact"),
              ("tucker", "gram"), ("tucker", "randomized"), ("tucker", "newton_schulz"),

@@ -9,6 +9,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tgsr_jax import experiment
+from subtle_core import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/cdmer.py",
                                           "Experiment config file (configs/cdmer.py[:variant]).")
@@ -23,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

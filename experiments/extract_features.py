@@ -4,6 +4,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tgsr_jax import extraction
+from subtle_core import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Extraction config file.",
                                           lock_config=True)
@@ -22,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

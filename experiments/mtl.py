@@ -10,6 +10,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from mtl_flax import train
+from subtle_core import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config (configs/mtl.py).",
                                           lock_config=True)
@@ -26,4 +27,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -9,6 +9,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from mtl_flax import finetune
+from subtle_core import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None,
                                           "Fine-tuning config (configs/mtl_finetune.py).",
@@ -27,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

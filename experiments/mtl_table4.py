@@ -31,7 +31,8 @@ import numpy as np
 from configs import mtl as mtl_configs
 from mtl_flax import evaluate
 from mtl_flax import train
-from tgsr_jax import atomic
+from subtle_core import atomic
+from subtle_core import cli
 
 ROWS = {
     "single": ("single",),
@@ -177,4 +178,4 @@ def main(argv, config_flag, workdir_flag, rows_flag):
 
 if __name__ == "__main__":
   _flags = define_flags()
-  app.run(lambda argv: main(argv, *_flags))
+  cli.run(lambda argv: main(argv, *_flags))

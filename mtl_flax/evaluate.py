@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mtl_flax import metrics as metrics_lib
-from tgsr_jax import atomic
+from subtle_core import atomic
 
 
 def preprocess(images):

@@ -40,7 +40,7 @@ from mtl_flax.data import augment
 from mtl_flax.data import pipeline
 from mtl_flax.models import multitask
 from mtl_flax.models import resnet
-from tgsr_jax import atomic
+from subtle_core import atomic
 
 Array = jax.Array
 

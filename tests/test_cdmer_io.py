@@ -150,7 +150,7 @@ def test_parse_experiments():
 
 def test_atomic_writes_get_the_umask_permissions(tmp_path):
   import os
-  from tgsr_jax import atomic
+  from subtle_core import atomic
   path = atomic.write_text(tmp_path / "result.csv", "a,b\n")
   assert path.stat().st_mode & 0o777 == 0o666 & ~atomic._UMASK  # not mkstemp's private 0600
   assert [p.name for p in tmp_path.iterdir()] == ["result.csv"]

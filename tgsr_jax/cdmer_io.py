@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 import scipy.io
 
-from tgsr_jax import atomic
+from subtle_core import atomic
 
 # Database name -> the one-letter code used in the protocol (H->V, C->N, ...).
 DATABASE_CODES = {"CASME2": "C", "SMIC_HS": "H", "SMIC_VIS": "V", "SMIC_NIR": "N"}

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from tgsr_jax import atomic
+from subtle_core import atomic
 from tgsr_jax import cdmer_io
 from tgsr_jax import layout
 from tgsr_jax import metrics

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import tqdm
 
-from tgsr_jax import atomic
+from subtle_core import atomic
 from tgsr_jax import cdmer_io
 from tgsr_jax import face as face_lib
 from tgsr_jax import layout as layout_lib

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tgsr_jax import atomic  # noqa: E402
+from subtle_core import atomic  # noqa: E402
 from tgsr_jax import layout  # noqa: E402
 
 

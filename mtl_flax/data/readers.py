@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from mtl_flax.data import augment
-from tgsr_jax import atomic
+from subtle_core import atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
 NUM_LANDMARKS = 68

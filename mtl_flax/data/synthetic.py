@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
-from tgsr_jax import atomic
+from subtle_core import atomic
 from tgsr_jax.synthetic import faces
 
 # 13 subtle mental-state expressions: (name, action units at intensity 1 of the class scale).

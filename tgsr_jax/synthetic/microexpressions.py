@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
-from tgsr_jax import atomic
+from subtle_core import atomic
 from tgsr_jax import layout
 from tgsr_jax.synthetic import faces
 

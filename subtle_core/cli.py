@@ -1,0 +1,68 @@
+"""Entry points that report a failure as one line naming what to fix.
+
+Every ``python -m experiments.NAME`` runs its ``main`` through :func:`run`. An exception reaches
+the user as ``error: <message>`` on stderr (exit status 2), where the message names the file or
+config field and what was expected. The whole traceback is saved to a file named on the next line,
+and ``--verbose`` prints it instead.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import pathlib
+import sys
+import tempfile
+import traceback
+from typing import Callable
+
+from absl import app
+from absl import flags
+
+_VERBOSE = flags.DEFINE_bool("verbose", False,
+                             "On an error, print the whole traceback instead of one line.")
+
+# Errors whose message already says what is wrong; anything else is prefixed with its type.
+_PLAIN = (ValueError, OSError, KeyError, LookupError)
+
+
+def error_line(error: BaseException) -> str:
+  """The message shown to the user for ``error``."""
+  message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+  if not message:
+    message = type(error).__name__
+  elif not isinstance(error, _PLAIN):
+    message = f"{type(error).__name__}: {message}"
+  return message
+
+
+def save_traceback(text: str, program: str) -> pathlib.Path:
+  """Writes ``text`` to a new file in the temporary folder and returns its path."""
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  fd, path = tempfile.mkstemp(prefix=f"{program}-{stamp}-", suffix=".traceback.txt")
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+  return pathlib.Path(path)
+
+
+def run(main: Callable[[list[str]], object]) -> None:
+  """``absl.app.run(main)``, with errors shown as one line (see the module docstring)."""
+  program = pathlib.Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "run"
+  if program == "__main__":
+    program = (getattr(sys.modules.get("__main__"), "__spec__", None) or
+               type("S", (), {"name": "run"})).name.rsplit(".", 1)[-1]
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except (KeyboardInterrupt, SystemExit, app.UsageError):
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (shown as one line, traceback saved)
+      if _VERBOSE.value:
+        raise
+      path = save_traceback(traceback.format_exc(), program)
+      sys.stderr.write(f"error: {error_line(e)}\n"
+                       f"(traceback saved to {path}; --verbose prints it)\n")
+      sys.stderr.flush()
+      sys.exit(2)
+
+  app.run(guarded)
