@@ -16,6 +16,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   result = extraction.run_extraction(_CONFIG.value, _WORKDIR.value)
+  print(f"clips from: {result.source}")
   print(f"wrote {result.mat_path} ({len(result.labels)} clips: {result.num_extracted} extracted, "
         f"{result.num_cached} from the cache); metadata {result.metadata_path}")
   if result.bad:

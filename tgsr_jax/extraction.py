@@ -93,6 +93,8 @@ class ExtractionResult:
     bad: ``(clip name, reason)`` of every unusable clip.
     num_extracted: clips computed in this run.
     num_cached: clips read from the cache.
+    source: where the clips came from (the database folder, or 'synthetic ...'); set by
+      :func:`run_extraction`.
   """
   mat_path: pathlib.Path
   metadata_path: pathlib.Path
@@ -104,6 +106,7 @@ class ExtractionResult:
   bad: list[tuple[str, str]]
   num_extracted: int
   num_cached: int
+  source: str = ""
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
@@ -191,7 +194,8 @@ def database_variable_name(records: Sequence[ClipRecord], database: str | None =
   if database is None:
     names = sorted({r.database for r in records})
     if len(names) != 1:
-      raise ValueError(f"records come from {len(names)} databases {names}; pass database=")
+      raise ValueError(f"records come from {len(names)} databases {names}; pass database= "
+                       "(the CLI: --config.csv_database)")
     database = names[0]
   name = re.sub(r"\W", "_", database)
   if not name or name[0].isdigit():
@@ -227,7 +231,7 @@ def extract_database(records: Sequence[ClipRecord], out_path: str | os.PathLike,
     ValueError: for an empty record list or unknown layout.
   """
   if not records:
-    raise ValueError("no clip records to extract")
+    raise ValueError(f"no clip records to extract into {out_path}; the reader found no clip")
   if settings.layout not in ("benchmark", "region_major"):
     raise ValueError(f"layout must be 'benchmark' or 'region_major', got {settings.layout!r}")
   db = database_variable_name(records, database)
@@ -441,31 +445,73 @@ def prepare_synthetic_feature_dir(workdir: str | os.PathLike, *, seed: int = 0,
 def run_extraction(config, workdir: str | os.PathLike) -> ExtractionResult:
   """The extraction entry point (experiments/extract_features.py) as a library function.
 
+  A real database needs ``config.root``. A generated synthetic database needs
+  ``config.synthetic=True`` (and no root); its feature file is named
+  ``SYNTHETIC_{DB}_seed{seed}.mat`` unless ``config.out_name`` says otherwise, and
+  :attr:`ExtractionResult.source` says it is synthetic.
+
   Args:
     config: a configs/features.py config.
     workdir: output folder.
 
   Returns:
     the :class:`ExtractionResult`.
+
+  Raises:
+    ValueError: naming the config field that is missing or contradicts another.
   """
   from tgsr_jax import readers
 
   workdir = pathlib.Path(workdir)
   kind = str(config.database).lower()
   settings = settings_from_config(config)
+  synthetic = bool(config.synthetic)
+  if synthetic and config.root:
+    raise ValueError(f"config.synthetic=True extracts a generated database, but config.root="
+                     f"{config.root!r} names a real one; drop one of the two")
+  if not synthetic and not config.root:
+    raise ValueError("config.root is empty: give the database folder (for database='csv' the "
+                     "CSV file), or set --config.synthetic=True to extract a generated synthetic "
+                     "database")
+  if config.csv_database and kind != "csv":
+    raise ValueError(f"config.csv_database={config.csv_database!r} applies to database='csv' "
+                     f"only, got database={config.database!r}")
+  database = _KIND_TO_DB.get(kind)
   if config.root:
     kwargs = {"sheet": config.sheet} if kind == "casme2" and config.sheet else {}
     records = readers.read_database(kind, config.root, **kwargs)
+    source = f"{config.root}"
+    if kind == "csv":
+      records, database = _csv_database(records, str(config.csv_database), config.root)
+    out_name = config.out_name or database_variable_name(records, database)
   else:
     if kind not in _KIND_TO_DB:
-      raise ValueError(f"config.root is empty: a generated database needs database in "
-                       f"{sorted(_KIND_TO_DB)}, got {kind!r}")
-    name = _KIND_TO_DB[kind]
-    raw = write_generated_database(workdir / "synthetic_raw", name, seed=int(config.seed),
+      raise ValueError(f"config.synthetic=True needs config.database in {sorted(_KIND_TO_DB)}, "
+                       f"got {kind!r}")
+    seed = int(config.seed)
+    raw = write_generated_database(workdir / "synthetic_raw", database, seed=seed,
                                    num_clips=int(config.num_clips) or None)
-    records = read_generated_database(raw, name)
-  database = _KIND_TO_DB.get(kind)
-  out_name = config.out_name or database_variable_name(records, database)
-  return extract_database(records, workdir / f"{out_name}.mat", settings=settings,
-                          cache_dir=workdir / "cache", skip_bad=bool(config.skip_bad),
-                          database=database, num_workers=int(config.num_workers) or None)
+    records = read_generated_database(raw, database)
+    source = f"synthetic (tgsr_jax.synthetic.microexpressions, seed {seed}) under {raw}"
+    out_name = config.out_name or f"SYNTHETIC_{database}_seed{seed}"
+  result = extract_database(records, workdir / f"{out_name}.mat", settings=settings,
+                            cache_dir=workdir / "cache", skip_bad=bool(config.skip_bad),
+                            database=database, num_workers=int(config.num_workers) or None)
+  return dataclasses.replace(result, source=source)
+
+
+def _csv_database(records: list[ClipRecord], name: str, csv_path) -> tuple[list[ClipRecord], str]:
+  """The records of one database of a clip CSV: ``name``, or the only one the CSV lists."""
+  names = sorted({r.database for r in records})
+  if name:
+    kept = [r for r in records if r.database == name]
+    if not kept:
+      raise ValueError(f"config.csv_database={name!r}: {csv_path} lists no clip of that "
+                       f"database; its database column holds {names}")
+    return kept, name
+  if len(names) > 1:
+    raise ValueError(f"{csv_path} lists clips of {len(names)} databases {names}; set "
+                     "--config.csv_database to the one to extract")
+  if not names:
+    raise ValueError(f"{csv_path} lists no clip; expected one row per clip")
+  return records, names[0]

@@ -341,7 +341,8 @@ def check_inputs(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, num_classes: in
     raise ValueError(f"ys must hold labels in [0, {num_classes}), got range [{ys.min()}, {ys.max()}]")
   missing = np.setdiff1d(np.arange(num_classes), ys)
   if missing.size:
-    raise ValueError(f"the source has no sample of class(es) {missing.tolist()}; every class needs "
+    raise ValueError(f"the source has no sample of class index(es) {missing.tolist()} (0-based "
+                     "positions in the class list); every class needs "
                      "at least one source sample")
   for name, x in (("xs", xs), ("xt", xt)):
     if not np.all(np.isfinite(x)):
