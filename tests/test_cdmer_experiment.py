@@ -11,6 +11,7 @@ import scipy.io
 
 from configs import cdmer as cdmer_config
 from tgsr_jax import experiment
+from tgsr_jax import settings
 from tgsr_jax import sweep
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -227,8 +228,8 @@ def test_synthetic_source_with_feature_files_is_refused(tmp_path):
   with pytest.raises(ValueError, match=r"config.data.source='synthetic_clips'.*config.data.files"):
     experiment.run(config, tmp_path / "out")
   assert not (tmp_path / "out").exists()
-  assert experiment.resolve_source(cdmer_config.get_config()) == "synthetic_clips"
-  assert experiment.resolve_source(cdmer_config.get_config("paper")) == "files"
+  assert settings.resolve_source(cdmer_config.get_config()) == "synthetic_clips"
+  assert settings.resolve_source(cdmer_config.get_config("paper")) == "files"
 
 
 def test_duplicate_experiments_are_refused(tmp_path):

@@ -1,4 +1,5 @@
 """The extraction library and CLI end to end on a tiny SMIC-layout tree of rendered faces."""
+import json
 import os
 import pathlib
 import subprocess
@@ -218,16 +219,46 @@ def test_regenerating_a_database_leaves_no_stale_clips(tmp_path):
 
 
 def test_damaged_cache_entries_are_recomputed(tmp_path):
+  from subtle_core import runfolder
+  from tgsr_jax import extraction_outputs
+  cache = extraction_outputs.ClipCache(tmp_path)
   box = extraction.face_lib.FaceBox(1, 2, 30, 40, detected=True)
   features = np.arange(6, dtype=np.float32)
-  extraction._cache_save(tmp_path, "k", features, box)
-  got, got_box = extraction._cache_load(tmp_path, "k")
+  fp = runfolder.fingerprint(clip="k")
+  path = cache.save(fp, features, box)
+  got, got_box = cache.load(fp)
   np.testing.assert_array_equal(got, features)
   assert got_box.as_tuple() == box.as_tuple() and got_box.detected
-  path = tmp_path / "k.npz"
+  # An entry saved under another fingerprint (e.g. copied over this name) is not used.
+  other = runfolder.fingerprint(clip="other")
+  other_path = cache.save(other, features + 1, box)
+  path.write_bytes(other_path.read_bytes())
+  assert cache.load(fp) is None
+  cache.save(fp, features, box)
   for damaged in (b"", path.read_bytes()[:40], b"PK\x03\x04 junk"):
     path.write_bytes(damaged)
-    assert extraction._cache_load(tmp_path, "k") is None
+    assert cache.load(fp) is None
+
+
+def test_generated_database_marker_is_a_fingerprinted_result(tmp_path, monkeypatch):
+  from tgsr_jax.synthetic import microexpressions
+  root = tmp_path / "raw"
+  extraction.write_generated_database(root, "SMIC_NIR", seed=0, num_clips=3)
+  marker = root / ".SMIC_NIR.complete.json"
+  assert json.loads(marker.read_text())["fingerprint"]["fields"] == {
+      "database": "SMIC_NIR", "num_clips": 3, "seed": 0}
+  calls = []
+  real = microexpressions.write_database
+  monkeypatch.setattr(microexpressions, "write_database",
+                      lambda *a, **k: calls.append(k) or real(*a, **k))
+  extraction.write_generated_database(root, "SMIC_NIR", seed=0, num_clips=3)
+  assert calls == []  # same arguments: reused
+  marker.write_text("{not json")  # a damaged marker means an unfinished generation
+  extraction.write_generated_database(root, "SMIC_NIR", seed=0, num_clips=3)
+  assert calls == [{"seed": 0, "num_clips": 3}]
+  extraction.write_generated_database(root, "SMIC_NIR", seed=0, num_clips=4)  # other settings
+  assert calls[-1] == {"seed": 0, "num_clips": 4}
+  assert len(extraction.read_generated_database(root, "SMIC_NIR")) == 4
 
 
 def _features_config(**overrides):

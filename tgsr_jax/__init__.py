@@ -14,7 +14,6 @@ from tgsr_jax.solver import FitResult, Settings, fit, predict, predict_label_vec
 from tgsr_jax.sweep import SweepResult, paper_xi_grid
 
 # -- features pipeline exports (TIM, LBP-TOP, readers) are added below this line --
-# `tgsr_jax.tim` is the TIM function; its module is reached with `from tgsr_jax.tim import ...`.
-from tgsr_jax.tim import tim, tim_matrix  # noqa: E402
+from tgsr_jax.tim import temporal_interpolate, tim_matrix  # noqa: E402  (tgsr_jax.tim: the module)
 from tgsr_jax.lbp_top import (lbp_top_codes, lbp_top_features,  # noqa: E402
                               lbp_top_features_batch, uniform_mapping)
