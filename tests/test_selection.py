@@ -218,6 +218,13 @@ def test_driver_matches_single_fits_and_single_points():
       tr, va = np.flatnonzero(result.folds != f), np.flatnonzero(result.folds == f)
       expected = svm.linear_svm(xs[tr], ys[tr], xs[va], num_classes=3, c=c)[0]
       np.testing.assert_array_equal(result.source_labels[g, va], expected)
+      if g == 0:   # the fold's density ratios: domain classifier on xs[tr] vs xt, at xs[va]
+        np.testing.assert_allclose(result.weights[va],
+                                   selection.logistic_density_ratio(xs[tr], xt, xs[va]))
+    # IWCV pools the out-of-fold rows: one weighted macro F1 over all source rows.
+    np.testing.assert_allclose(result.scores["IWCV"][g], sk_metrics.f1_score(
+        ys, result.source_labels[g], labels=range(3), average="macro",
+        sample_weight=result.weights, zero_division=0))
   # The batched grid (backward fits grouped by pseudo-labelling) equals one point at a time.
   for g in range(4):
     single = selection.select(method, xs, ys, xt, {"C": grid["C"][g:g + 1]}, num_classes=3,

@@ -380,7 +380,8 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
 
   xs, ys, xt = _check_inputs(xs, ys, xt, num_classes)
   rv_metric = metric if rv_metric is None else rv_metric
-  _metric_key(metric), _metric_key(rv_metric)
+  for name in (metric, rv_metric):
+    _metric_key(name)                                   # raises, naming the accepted values
   if weight_estimator not in WEIGHT_ESTIMATORS:
     raise ValueError(f"weight_estimator must be one of {WEIGHT_ESTIMATORS}, got "
                      f"{weight_estimator!r}")
