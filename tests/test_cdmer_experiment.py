@@ -323,3 +323,56 @@ def test_cli_errors_are_one_line_naming_the_field(tmp_path, flag, message):
   assert lines[0].startswith(message), lines[0]
   assert "Traceback" not in done.stderr
   pathlib.Path(lines[1].split("saved to ")[1].split(";")[0]).unlink()
+
+
+# --- Settings read once; resumable chunks through subtle_core.runfolder (issue 16) -------------
+
+
+def test_settings_are_frozen_and_run_takes_them(tmp_path):
+  import dataclasses as dc
+  config = _runlocal(experiments="V->N")
+  frozen = settings.CdmerSettings.from_config(config)
+  assert hash(frozen) == hash(settings.CdmerSettings.from_config(config))
+  assert frozen.data.source == "synthetic_features" and frozen.solver.tol is None
+  assert frozen.experiments[0].name == "V->N" and frozen.kappas == (3, 9, 85)
+  with pytest.raises(dc.FrozenInstanceError):
+    frozen.precision = "float64"
+  from_settings = experiment.run(frozen, tmp_path / "a")
+  from_config = experiment.run(config, tmp_path / "b")
+  assert from_settings[0]["mf1"] == from_config[0]["mf1"]
+  assert ((tmp_path / "a" / "SMIC_VIS_to_SMIC_NIR" / "grid.csv").read_text() ==
+          (tmp_path / "b" / "SMIC_VIS_to_SMIC_NIR" / "grid.csv").read_text())
+
+
+def test_changed_settings_recompute_and_switching_back_reuses(tmp_path, monkeypatch):
+  calls = []
+  original = sweep.PreparedSweep.solve
+  monkeypatch.setattr(sweep.PreparedSweep, "solve",
+                      lambda self, k, x: calls.append(len(k)) or original(self, k, x))
+  experiment.run(_runlocal(experiments="V->N"), tmp_path)
+  assert calls == [4, 2]
+  for change in ({"classes": (2, 1, 3)}, {"precision": "float64"}):
+    calls.clear()
+    experiment.run(_runlocal(experiments="V->N", **change), tmp_path)
+    assert calls == [4, 2], change
+  config = _runlocal(experiments="V->N")
+  config.solver.mu0 = 2e-3
+  calls.clear()
+  experiment.run(config, tmp_path)
+  assert calls == [4, 2]
+  calls.clear()
+  experiment.run(_runlocal(experiments="V->N"), tmp_path)  # the first setup's chunks are kept
+  assert calls == []
+  # A chunk of another setup copied over this setup's file is recomputed, not mixed in.
+  folders = sorted((tmp_path / "SMIC_VIS_to_SMIC_NIR" / "chunks").iterdir())
+  assert len(folders) == 4
+  mine = settings.CdmerSettings.from_config(_runlocal(experiments="V->N"))
+  data = experiment.load_databases(mine, tmp_path)
+  from subtle_core import runfolder
+  digest = runfolder.fingerprint(**experiment.setup_fingerprint(
+      data.feature_sets["SMIC_VIS"], data.feature_sets["SMIC_NIR"], mine)).digest
+  other = next(f for f in folders if f.name != digest)
+  (tmp_path / "SMIC_VIS_to_SMIC_NIR" / "chunks" / digest / "chunk_00001.npz").write_bytes(
+      (other / "chunk_00001.npz").read_bytes())
+  experiment.run(_runlocal(experiments="V->N"), tmp_path)
+  assert calls == [2]

@@ -20,8 +20,8 @@ when ``data.feature_dir`` or ``data.files`` names some and generates synthetic c
 A selected point that did not converge (or a grid where none did) is logged as a warning and
 marked in the tables.
 
-Every file is written atomically. Grid chunks are kept in a :class:`subtle_core.runfolder.ResultStore`
-under the fingerprint of what determines them (the data, grid, classes, grouping, precision,
+Every file is written atomically. Grid chunks are kept in a
+:class:`subtle_core.runfolder.ResultStore` under the fingerprint of what determines them (the data, grid, classes, grouping, precision,
 chunk size and solver settings, and the chunk's grid points); ``<setup>`` is that fingerprint's
 digest without the chunk. An interrupted run resumes from the chunks already written; a damaged
 chunk, or one made under other settings, is recomputed.
@@ -29,7 +29,6 @@ chunk, or one made under other settings, is recomputed.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import pathlib
 from typing import Any
 

@@ -253,7 +253,8 @@ def extract_database(records: Sequence[ClipRecord], out_path: str | os.PathLike,
   labels = np.array([records[i].label for i in good], dtype=np.uint8)
 
   cdmer_io.write_feature_file(out_path, db, features, labels)
-  extraction_outputs.write_metadata(metadata_path, [records[i] for i in good], [boxes[i] for i in good], settings)
+  extraction_outputs.write_metadata(metadata_path, [records[i] for i in good],
+                                    [boxes[i] for i in good], settings)
   return ExtractionResult(
       mat_path=out_path, metadata_path=metadata_path, report_path=report_path if bad else None,
       features=features, labels=labels.astype(np.int64), records=[records[i] for i in good],
