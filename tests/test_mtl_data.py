@@ -217,6 +217,24 @@ def test_haar_crop_finds_nothing_on_blank_image():
   assert readers.crop_face(blank, image_size=32, face_detection=True).shape == (32, 32, 3)
 
 
+def test_haar_crop_uses_the_shared_retry_pass():
+  from subtle_core.faces import detect
+  from subtle_core.faces import render
+  subject = render.sample_subject(np.random.default_rng(4))
+  box = (60, 50, 120, 120)
+  rgb = render.render_face(subject, render.neutral_landmarks(subject, box), image_size=(240, 240),
+                           face_box=box)
+  image = cv2.resize(rgb, (220, 220), interpolation=cv2.INTER_AREA)
+  # The reader's first pass alone (its size floor of 20 pixels) misses this face ...
+  assert len(detect.detect_faces(image, channels="rgb", min_side=20)) == 0
+  # ... and the second pass finds it: the reader crops the face, not the centre square.
+  found = readers.detect_face(image)
+  truth = [v * 220 / 240 for v in box]
+  assert _iou(found, truth) > 0.6
+  crop = readers.crop_face(image, image_size=32, face_detection=True)
+  assert not np.array_equal(crop, readers.crop_face(image, image_size=32))
+
+
 # ------------------------------------------------------------------------------------- augmentation
 
 
