@@ -2,7 +2,7 @@
 
 All functions are pure functions of arrays (NumPy or JAX) and work under `jax.jit`.
 
-Landmark conventions (the 68-point iBUG / 300-W mark-up, 0-based indices):
+Landmark conventions (the 68-point iBUG / 300-W mark-up of `subtle_core.faces.ibug`, 0-based):
   * right eye = points 36-41, left eye = points 42-47 (the subject's right / left);
   * the inter-pupil distance is the distance between the two eye centres, each the mean of its
     six eye points;
@@ -21,10 +21,8 @@ from typing import Mapping
 import jax.numpy as jnp
 import numpy as np
 
-RIGHT_EYE = tuple(range(36, 42))
-LEFT_EYE = tuple(range(42, 48))
-RIGHT_EYE_OUTER_CORNER = 36
-LEFT_EYE_OUTER_CORNER = 45
+from subtle_core.faces.ibug import (LEFT_EYE, LEFT_EYE_OUTER_CORNER, NUM_LANDMARKS, RIGHT_EYE,
+                                    RIGHT_EYE_OUTER_CORNER)
 
 
 def accuracy(logits, labels):
@@ -44,10 +42,10 @@ def _as_points(landmarks):
   landmarks = jnp.asarray(landmarks)
   if landmarks.shape[-1] != 2:
     landmarks = landmarks.reshape(landmarks.shape[:-1] + (-1, 2))
-  if landmarks.shape[-2] != 68:
+  if landmarks.shape[-2] != NUM_LANDMARKS:
     raise ValueError(
-        f"landmarks: expected 68 (x, y) points (shape (..., 68, 2) or (..., 136)), got shape "
-        f"{tuple(landmarks.shape)}")
+        f"landmarks: expected {NUM_LANDMARKS} (x, y) points (shape (..., 68, 2) or (..., 136)), "
+        f"got shape {tuple(landmarks.shape)}")
   return landmarks
 
 

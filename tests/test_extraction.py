@@ -20,16 +20,16 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _write_clip(folder, seed, num_frames=4, size=(120, 110)):
-  from tgsr_jax.synthetic import faces
+  from subtle_core.faces import render
   rng = np.random.default_rng(seed)
-  subject = faces.sample_subject(rng)
+  subject = render.sample_subject(rng)
   box = (15, 20, 80, 80)
-  neutral = faces.neutral_landmarks(subject, box)
+  neutral = render.neutral_landmarks(subject, box)
   folder.mkdir(parents=True)
   for i in range(num_frames):
     moved = neutral.copy()
     moved[48:68, 1] -= 0.5 * i  # a small mouth movement
-    rgb = faces.render_face(subject, moved, image_size=size, face_box=box)
+    rgb = render.render_face(subject, moved, image_size=size, face_box=box)
     cv2.imwrite(str(folder / f"image{i + 1:06d}.bmp"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 

@@ -1,16 +1,16 @@
-"""Face detection on the first frame and cropping."""
+"""A clip's face box from its first frame, and cropping (detection itself: test_core_faces.py)."""
 import cv2
 import numpy as np
 import pytest
 
+from subtle_core.faces import render
 from tgsr_jax import face
 
 
 def _synthetic_face(seed=0, box=(50, 40, 100, 100), size=(200, 180)):
-  from tgsr_jax.synthetic import faces
-  subject = faces.sample_subject(np.random.default_rng(seed))
-  rgb = faces.render_face(subject, faces.neutral_landmarks(subject, box), image_size=size,
-                          face_box=box)
+  subject = render.sample_subject(np.random.default_rng(seed))
+  rgb = render.render_face(subject, render.neutral_landmarks(subject, box), image_size=size,
+                           face_box=box)
   return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
@@ -36,17 +36,6 @@ def test_detects_synthetic_face_and_crops_all_frames():
   assert huge.as_tuple() == (0, 0, 180, 200)
   # Colour (BGR) frames give the same box as grayscale.
   assert face.face_box(np.repeat(first[..., None], 3, -1)) == box
-
-
-def test_largest_detection_wins():
-  small = _synthetic_face(1, box=(20, 20, 60, 60), size=(260, 300))
-  big = _synthetic_face(2, box=(130, 60, 150, 150), size=(260, 300))
-  # Two faces side by side on one frame.
-  frame = np.where(np.arange(300)[None, :] < 110, small, big)
-  found = face.detect_faces(frame, min_size_fraction=0.1)
-  assert len(found) >= 2
-  box = face.face_box(frame)
-  assert _iou(box.as_tuple(), (130, 60, 280, 210)) > 0.6
 
 
 def test_no_face_raises_unless_fallback():

@@ -8,6 +8,7 @@ import pytest
 from mtl_flax.data import augment
 from mtl_flax.data import pipeline
 from mtl_flax.data import readers
+from subtle_core.faces import ibug
 
 
 def _parse_pts_reference(path):
@@ -216,16 +217,25 @@ def test_haar_crop_finds_nothing_on_blank_image():
   assert readers.crop_face(blank, image_size=32, face_detection=True).shape == (32, 32, 3)
 
 
+def test_haar_crop_uses_the_shared_retry_pass():
+  from subtle_core.faces import detect
+  from subtle_core.faces import render
+  subject = render.sample_subject(np.random.default_rng(4))
+  box = (60, 50, 120, 120)
+  rgb = render.render_face(subject, render.neutral_landmarks(subject, box), image_size=(240, 240),
+                           face_box=box)
+  image = cv2.resize(rgb, (220, 220), interpolation=cv2.INTER_AREA)
+  # The reader's first pass alone (its size floor of 20 pixels) misses this face ...
+  assert len(detect.detect_faces(image, channels="rgb", min_side=20)) == 0
+  # ... and the second pass finds it: the reader crops the face, not the centre square.
+  found = readers.detect_face(image)
+  truth = [v * 220 / 240 for v in box]
+  assert _iou(found, truth) > 0.6
+  crop = readers.crop_face(image, image_size=32, face_detection=True)
+  assert not np.array_equal(crop, readers.crop_face(image, image_size=32))
+
+
 # ------------------------------------------------------------------------------------- augmentation
-
-
-def test_mirror_permutation_pairs():
-  m = augment.IBUG_MIRROR
-  np.testing.assert_array_equal(m[m], np.arange(68))  # an involution
-  for a, b in [(0, 16), (8, 8), (17, 26), (21, 22), (27, 27), (31, 35), (33, 33), (36, 45),
-               (37, 44), (39, 42), (40, 47), (41, 46), (48, 54), (51, 51), (57, 57), (59, 55),
-               (60, 64), (62, 62), (66, 66), (65, 67)]:
-    assert m[a] == b and m[b] == a
 
 
 def test_flip_twice_is_identity_and_symmetric_face_is_fixed(shared):
@@ -235,7 +245,7 @@ def test_flip_twice_is_identity_and_symmetric_face_is_fixed(shared):
   img2, pts2 = augment.horizontal_flip(*augment.horizontal_flip(image, normalised))
   np.testing.assert_array_equal(img2, image)
   np.testing.assert_allclose(pts2, normalised, atol=1e-6)
-  mirrored = normalised[augment.IBUG_MIRROR].copy()
+  mirrored = normalised[ibug.MIRROR_INDEX].copy()
   mirrored[:, 0] = 1 - mirrored[:, 0]
   symmetric = (normalised + mirrored) / 2  # a perfectly left-right symmetric face
   _, flipped = augment.horizontal_flip(image, symmetric)

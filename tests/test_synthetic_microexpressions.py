@@ -8,8 +8,8 @@ import numpy as np
 import openpyxl
 import pytest
 
+from subtle_core.faces import render
 from tgsr_jax import layout
-from tgsr_jax.synthetic import faces
 from tgsr_jax.synthetic import microexpressions as me
 
 _CASCADE = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
@@ -44,7 +44,7 @@ def test_apex_difference_concentrates_in_moving_regions():
   flagged = {}
   for label in (me.NEGATIVE, me.POSITIVE, me.SURPRISE):
     for _ in range(3):
-      clip = me.generate_clip(spec, faces.sample_subject(rng), label, rng)
+      clip = me.generate_clip(spec, render.sample_subject(rng), label, rng)
       assert clip.frames.shape[1:] == (240, 320, 3) and clip.label == label
       assert 0 <= clip.onset < clip.apex < clip.offset < len(clip.frames)
       regions = me.moving_regions(clip.neutral_landmarks, clip.apex_landmarks, clip.face_box)
@@ -98,7 +98,7 @@ def test_haar_detects_first_frames_of_every_database():
       event = me.sample_event(spec, 1 + k % 3, rng)
       event = dataclasses.replace(event, num_frames=1, profile=event.profile[:1],
                                   pose=event.pose[:1], flicker=event.flicker[:1])
-      frame = me.render_clip(spec, faces.sample_subject(rng), event).frames[0]
+      frame = me.render_clip(spec, render.sample_subject(rng), event).frames[0]
       assert frame.ndim == (2 if spec.sensor.grey else 3)
       grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
       det = _CASCADE.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5)

@@ -18,9 +18,7 @@ import os
 import pathlib
 import re
 
-import h5py
 import numpy as np
-import scipy.io
 
 from subtle_core import atomic
 
@@ -57,9 +55,18 @@ class FeatureSet:
     return DATABASE_CODES.get(self.database, self.database)
 
 
+def _mat_modules():
+  """h5py and scipy.io, imported when a .mat file is read or written (``import tgsr_jax`` stays
+  light)."""
+  import h5py  # noqa: PLC0415
+  import scipy.io  # noqa: PLC0415
+  return h5py, scipy.io
+
+
 def _load_variables(path: pathlib.Path) -> dict[str, np.ndarray]:
   if not path.is_file():
     raise FeatureFileError(f"{path}: no such feature file")
+  h5py, scipy_io = _mat_modules()
   try:
     if path.suffix == ".npz":
       with np.load(path, allow_pickle=False) as data:
@@ -67,7 +74,7 @@ def _load_variables(path: pathlib.Path) -> dict[str, np.ndarray]:
     if h5py.is_hdf5(path):
       with h5py.File(path, "r") as f:
         return {k: np.asarray(f[k]) for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-    return {k: np.asarray(v) for k, v in scipy.io.loadmat(path).items() if not k.startswith("__")}
+    return {k: np.asarray(v) for k, v in scipy_io.loadmat(path).items() if not k.startswith("__")}
   except FeatureFileError:
     raise
   except Exception as e:  # scipy/h5py raise many types for corrupt files
@@ -180,6 +187,7 @@ def find_feature_files(feature_dir: str | os.PathLike) -> dict[str, pathlib.Path
 
 
 def _variable_names(path: pathlib.Path) -> list[str]:
+  h5py, scipy_io = _mat_modules()
   try:
     if path.suffix == ".npz":
       with np.load(path, allow_pickle=False) as data:
@@ -187,7 +195,7 @@ def _variable_names(path: pathlib.Path) -> list[str]:
     if h5py.is_hdf5(path):
       with h5py.File(path, "r") as f:
         return list(f.keys())
-    return [name for name, _, _ in scipy.io.whosmat(path)]
+    return [name for name, _, _ in scipy_io.whosmat(path)]
   except Exception as e:
     raise FeatureFileError(f"{path}: cannot be read as a .mat (v5 or v7.3) or .npz file: {e}") from e
 
@@ -206,5 +214,6 @@ def write_feature_file(path: str | os.PathLike, database: str, features: np.ndar
       with open(tmp, "wb") as f:
         np.savez(f, **variables)
     else:
-      scipy.io.savemat(tmp, variables, do_compression=True)
+      _, scipy_io = _mat_modules()
+      scipy_io.savemat(tmp, variables, do_compression=True)
   return path

@@ -20,29 +20,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-
-def _ibug_mirror_permutation() -> np.ndarray:
-  pairs = []
-  pairs += [(i, 16 - i) for i in range(17)]  # jaw 0..16
-  pairs += [(17 + i, 26 - i) for i in range(10)]  # brows 17..26
-  pairs += [(i, i) for i in range(27, 31)]  # nose bridge
-  pairs += [(31 + i, 35 - i) for i in range(5)]  # nostrils 31..35
-  # Eyes: 36-41 (right) and 42-47 (left), both clockwise from the outer/inner corner.
-  pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
-  pairs += [(45, 36), (44, 37), (43, 38), (42, 39), (47, 40), (46, 41)]
-  pairs += [(48 + i, 54 - i) for i in range(7)]  # outer lip top 48..54
-  pairs += [(55 + i, 59 - i) for i in range(5)]  # outer lip bottom 55..59
-  pairs += [(60 + i, 64 - i) for i in range(5)]  # inner lip top 60..64
-  pairs += [(65 + i, 67 - i) for i in range(3)]  # inner lip bottom 65..67
-  perm = np.full(68, -1, dtype=np.int64)
-  for a, b in pairs:
-    perm[a] = b
-  assert (np.sort(perm) == np.arange(68)).all()
-  return perm
-
-
-# IBUG_MIRROR[i] is the index of the point that point i becomes after a horizontal flip.
-IBUG_MIRROR = _ibug_mirror_permutation()
+from subtle_core.faces import ibug
 
 
 def normalise_landmarks(points, image_size: int):
@@ -59,7 +37,8 @@ def horizontal_flip(image: np.ndarray, landmarks: np.ndarray | None = None):
   """Mirrors an image left-right and, if given, its 68 normalised landmarks.
 
   The landmark x coordinates become 1 - x and the point indices are permuted with
-  `IBUG_MIRROR` so that, e.g., the flipped right eye corner (36) is stored as the left one (45).
+  `subtle_core.faces.ibug.MIRROR_INDEX` so that, e.g., the flipped right eye corner (36) is
+  stored as the left one (45).
 
   Args:
     image: (H, W, C) image.
@@ -73,7 +52,7 @@ def horizontal_flip(image: np.ndarray, landmarks: np.ndarray | None = None):
     return flipped
   points = np.asarray(landmarks, np.float32).copy()
   points[:, 0] = 1.0 - points[:, 0]
-  return flipped, points[IBUG_MIRROR]
+  return flipped, points[ibug.MIRROR_INDEX]
 
 
 def affine_matrix(image_size: int, *, rotation_deg: float = 0.0, scale: float = 1.0,

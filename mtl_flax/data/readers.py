@@ -13,16 +13,16 @@ convention of OpenCV and of `mtl_flax.data.augment`. Landmarks returned by `load
 moved with the same crop matrix as the image and normalised to (0, 1) as u = (x + 0.5) / S.
 
 Faces: 300-W crops the (enlarged, square) bounding box of its landmarks; the expression readers
-either detect the face with OpenCV's bundled frontal Haar cascade (largest detection, enlarged
-by `margin`; the whole image when nothing is found) or take the central square of the image.
+either detect the face with OpenCV's bundled frontal Haar cascade (`subtle_core.faces.detect`:
+the largest detection, with a more sensitive second pass before giving up, enlarged by `margin`;
+the whole image when nothing is found) or take the central square of the image. Hidden files
+(`._x.jpg`, '.ipynb_checkpoints') are no images or classes.
 Every user-caused problem raises a `ValueError`/`FileNotFoundError` naming the file.
 """
 from __future__ import annotations
 
 import csv
-import functools
 import logging
-import os
 import pathlib
 import re
 from typing import NamedTuple, Sequence
@@ -32,9 +32,9 @@ import numpy as np
 
 from mtl_flax.data import augment
 from subtle_core import atomic
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
-NUM_LANDMARKS = 68
+from subtle_core import images as image_files
+from subtle_core.faces import detect
+from subtle_core.faces.ibug import NUM_LANDMARKS
 
 # CK+ emotion codes (the index is the code stored in *_emotion.txt).
 CKPLUS_CLASSES = ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness",
@@ -178,33 +178,20 @@ def landmark_box(points: np.ndarray, *, margin: float = 1.3):
   return square_box((low[0], low[1], high[0] - low[0], high[1] - low[1]), margin=margin)
 
 
-@functools.lru_cache(maxsize=1)
-def _haar_cascade():
-  path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
-  cascade = cv2.CascadeClassifier(path)
-  if cascade.empty():
-    raise RuntimeError(f"cannot load OpenCV's Haar cascade {path}")
-  return cascade
-
-
-def detect_face(image: np.ndarray, *, min_size_fraction: float = 0.2):
+def detect_face(image: np.ndarray):
   """Largest frontal face found by OpenCV's bundled Haar cascade, or None.
+
+  :func:`subtle_core.faces.detect.largest_face` with faces of at least a fifth of the shorter
+  image side and at least 20 pixels; the retry pass runs when the first finds nothing.
 
   Args:
     image: (H, W, 3) uint8 RGB.
-    min_size_fraction: smallest face side as a fraction of the shorter image side.
 
   Returns:
-    (x0, y0, w, h) of the largest detection, or None.
+    (x0, y0, w, h) of the largest detection as floats, or None.
   """
-  grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-  min_side = max(int(min(grey.shape) * min_size_fraction), 20)
-  faces = _haar_cascade().detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
-                                           minSize=(min_side, min_side))
-  if len(faces) == 0:
-    return None
-  x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
-  return (float(x), float(y), float(w), float(h))
+  found = detect.largest_face(image, channels="rgb", min_side=20)
+  return None if found is None else tuple(float(v) for v in found)
 
 
 def centre_square(image: np.ndarray):
@@ -237,13 +224,7 @@ def _stack(images, size):
 
 
 def _images_in(folder: pathlib.Path):
-  # Hidden files are skipped: macOS '._x.jpg' companions, half-written temporaries.
-  return sorted(p for p in folder.iterdir()
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not _hidden(p))
-
-
-def _hidden(path: pathlib.Path) -> bool:
-  return path.name.startswith(".")
+  return sorted(p for p in folder.iterdir() if image_files.is_image_file(p))
 
 
 def _require_dir(path: pathlib.Path, what: str):
@@ -303,7 +284,7 @@ def load_image_folder(root, *, class_names: Sequence[str] | None = None,
       class_names = tuple(str(i) for i in range(max(top + 1, num_classes or 0)))
   else:
     # Hidden folders ('.ipynb_checkpoints', '.git') are no classes.
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not _hidden(p))
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not image_files.is_hidden(p))
     if class_names is None:
       class_names = tuple(folders)
     unknown = sorted(set(folders) - set(class_names))
@@ -350,8 +331,7 @@ def load_300w(root, *, image_size: int = 96, margin: float = 1.3,
   root = pathlib.Path(root)
   _require_dir(root, "300-W dataset")
   files = sorted(root.rglob("*") if recursive else root.iterdir())
-  image_paths = [p for p in files if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                 and not _hidden(p)]
+  image_paths = [p for p in files if image_files.is_image_file(p)]
   stems = {p.with_suffix("") for p in image_paths}
   for pts in (p for p in files if p.suffix.lower() == ".pts"):
     if pts.with_suffix("") not in stems:

@@ -1,4 +1,4 @@
-"""Synthetic data for the multi-task experiments, drawn with :mod:`tgsr_jax.synthetic.faces`.
+"""Synthetic data for the multi-task experiments, drawn with :mod:`subtle_core.faces.render`.
 
 * :func:`make_expression_dataset`: face crops showing one of 13 subtle mental-state expressions
   (each class a small combination of action units at low intensity; class 0 is neutral).
@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zlib
 from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from subtle_core import atomic
-from tgsr_jax.synthetic import faces
+from subtle_core import images as image_files
+from subtle_core.faces import ibug
+from subtle_core.faces import render
+from subtle_core.seeding import tagged_rng
 
 # 13 subtle mental-state expressions: (name, action units at intensity 1 of the class scale).
 EXPRESSION_CLASSES: tuple[tuple[str, Mapping], ...] = (
@@ -105,35 +107,31 @@ DOMAINS: dict[str, DomainStyle] = {
 }
 
 
-def _rng(seed: int, *tags) -> np.random.Generator:
-  return np.random.default_rng([int(seed)] + [zlib.crc32(str(t).encode()) for t in tags])
-
-
 def _style(domain: str) -> DomainStyle:
   if domain not in DOMAINS:
     raise ValueError(f"domain must be one of {sorted(DOMAINS)}, got {domain!r}")
   return DOMAINS[domain]
 
 
-def subject_pool(seed: int, kind: str, num: int) -> list[faces.SubjectParams]:
+def subject_pool(seed: int, kind: str, num: int) -> list[render.SubjectParams]:
   """The subjects of a dataset kind ('expression', 'landmark', 'basic') for a seed.
 
   Different kinds draw from independent streams, so their subjects are disjoint.
   """
   if kind not in ("expression", "landmark", "basic"):
     raise ValueError(f"kind must be 'expression', 'landmark' or 'basic', got {kind!r}")
-  rng = _rng(seed, "subjects", kind)
-  return [faces.sample_subject(rng) for _ in range(int(num))]
+  rng = tagged_rng(seed, "subjects", kind)
+  return [render.sample_subject(rng) for _ in range(int(num))]
 
 
-def _illumination(style: DomainStyle, rng: np.random.Generator) -> faces.Illumination:
+def _illumination(style: DomainStyle, rng: np.random.Generator) -> render.Illumination:
   d = np.asarray(style.direction) + rng.normal(0, style.direction_jitter, size=3)
   d[2] = abs(d[2]) + 0.3
-  return faces.Illumination(direction=tuple(float(v) for v in d),
-                            ambient=float(style.ambient * rng.uniform(0.92, 1.08)),
-                            diffuse=style.diffuse, colour=style.colour,
-                            background_top=style.background[0],
-                            background_bottom=style.background[1])
+  return render.Illumination(direction=tuple(float(v) for v in d),
+                             ambient=float(style.ambient * rng.uniform(0.92, 1.08)),
+                             diffuse=style.diffuse, colour=style.colour,
+                             background_top=style.background[0],
+                             background_bottom=style.background[1])
 
 
 def _tone(img: np.ndarray, style: DomainStyle, rng: np.random.Generator) -> np.ndarray:
@@ -184,7 +182,7 @@ def make_expression_dataset(num: int, *, num_classes: int = 13, image_size: int 
   style = _style(domain)
   num_subjects = max(1, -(-num // _check_count("images_per_subject", images_per_subject)))
   pool = subject_pool(seed, "expression", num_subjects)
-  rng = _rng(seed, "expression-images", domain)
+  rng = tagged_rng(seed, "expression-images", domain)
   labels = (np.arange(num) % num_classes)[rng.permutation(num)].astype(np.int32)
   subjects = (np.arange(num) % num_subjects)[rng.permutation(num)].astype(np.int32)
   order = np.argsort(subjects, kind="stable")
@@ -195,17 +193,17 @@ def make_expression_dataset(num: int, *, num_classes: int = 13, image_size: int 
     if subjects[i] != current:  # one session (box, light) per subject
       current = subjects[i]
       box = _crop_box(image_size, rng)
-      prep = faces.prepare_face(pool[current], image_size=size, face_box=box,
-                                illumination=_illumination(style, rng))
+      prep = render.prepare_face(pool[current], image_size=size, face_box=box,
+                                 illumination=_illumination(style, rng))
     scale = float(rng.uniform(0.45, 0.75))
     aus = {k: v * scale for k, v in EXPRESSION_CLASSES[labels[i]][1].items()}
     # A faint random nuisance movement, so that classes are not separated by exact zeros.
-    nuisance = faces.ACTION_UNITS[int(rng.integers(len(faces.ACTION_UNITS)))]
+    nuisance = render.ACTION_UNITS[int(rng.integers(len(render.ACTION_UNITS)))]
     aus[nuisance] = aus.get(nuisance, 0.0) + float(rng.uniform(0.0, 0.08))
-    lm = faces.apply_action_units(prep.neutral, box, aus)
-    pose = faces.pose_matrix(box, angle_deg=rng.uniform(-2, 2), scale=rng.uniform(0.98, 1.02),
-                             shift=rng.uniform(-0.01, 0.01, size=2) * image_size)
-    img = faces.render_prepared(prep, faces.transform_points(pose, lm))
+    lm = render.apply_action_units(prep.neutral, box, aus)
+    pose = render.pose_matrix(box, angle_deg=rng.uniform(-2, 2), scale=rng.uniform(0.98, 1.02),
+                              shift=rng.uniform(-0.01, 0.01, size=2) * image_size)
+    img = render.render_prepared(prep, render.transform_points(pose, lm))
     images[i] = _tone(img, style, rng)
   return images, labels, subjects
 
@@ -213,7 +211,7 @@ def make_expression_dataset(num: int, *, num_classes: int = 13, image_size: int 
 def _random_expression(rng: np.random.Generator) -> dict:
   aus = {}
   for _ in range(int(rng.integers(0, 4))):
-    aus[faces.ACTION_UNITS[int(rng.integers(len(faces.ACTION_UNITS)))]] = float(
+    aus[render.ACTION_UNITS[int(rng.integers(len(render.ACTION_UNITS)))]] = float(
         rng.uniform(0.0, 0.8))
   return aus
 
@@ -239,11 +237,11 @@ def make_landmark_dataset(num: int, *, image_size: int = 96, seed: int, domain: 
   style = _style(domain)
   num_subjects = max(1, -(-num // _check_count("images_per_subject", images_per_subject)))
   pool = subject_pool(seed, "landmark", num_subjects)
-  rng = _rng(seed, "landmark-images", domain)
+  rng = tagged_rng(seed, "landmark-images", domain)
   subjects = (np.arange(num) % num_subjects)[rng.permutation(num)].astype(np.int32)
   order = np.argsort(subjects, kind="stable")
   images = np.empty((num, image_size, image_size, 3), np.uint8)
-  landmarks = np.empty((num, faces.NUM_LANDMARKS, 2), np.float32)
+  landmarks = np.empty((num, ibug.NUM_LANDMARKS, 2), np.float32)
   size = (image_size, image_size)
   lo, hi = 0.02 * image_size, 0.98 * image_size - 1
   current, prep, box = -1, None, None
@@ -251,18 +249,18 @@ def make_landmark_dataset(num: int, *, image_size: int = 96, seed: int, domain: 
     if subjects[i] != current:
       current = subjects[i]
       box = _crop_box(image_size, rng, margin=(0.13, 0.17))
-      prep = faces.prepare_face(pool[current], image_size=size, face_box=box,
-                                illumination=_illumination(style, rng))
-    lm = faces.apply_action_units(prep.neutral, box, _random_expression(rng))
+      prep = render.prepare_face(pool[current], image_size=size, face_box=box,
+                                 illumination=_illumination(style, rng))
+    lm = render.apply_action_units(prep.neutral, box, _random_expression(rng))
     for attempt in range(20):
       shrink = 0.97 ** attempt  # rarely needed: keeps every point inside the crop
-      pose = faces.pose_matrix(box, angle_deg=rng.uniform(-15, 15) * shrink,
-                               scale=rng.uniform(0.88, 1.08) * shrink,
-                               shift=rng.uniform(-0.05, 0.05, size=2) * image_size * shrink)
-      moved = faces.transform_points(pose, lm)
+      pose = render.pose_matrix(box, angle_deg=rng.uniform(-15, 15) * shrink,
+                                scale=rng.uniform(0.88, 1.08) * shrink,
+                                shift=rng.uniform(-0.05, 0.05, size=2) * image_size * shrink)
+      moved = render.transform_points(pose, lm)
       if moved.min() >= lo and moved.max() <= hi:
         break
-    img = faces.render_prepared(prep, moved)
+    img = render.render_prepared(prep, moved)
     images[i] = _tone(img, style, rng)
     landmarks[i] = (moved + 0.5) / image_size
   if return_subjects:
@@ -293,7 +291,7 @@ def make_basic_expression_dataset(num_subjects: int, *, image_size: int = 96, se
     raise ValueError(f"codes must be CK+ codes in 1..7, got {codes!r}")
   style = _style(domain)
   pool = subject_pool(seed, "basic", num_subjects)
-  rng = _rng(seed, "basic-images", domain)
+  rng = tagged_rng(seed, "basic-images", domain)
   per = len(codes) * int(images_per_expression)
   images = np.empty((num_subjects * per, image_size, image_size, 3), np.uint8)
   labels = np.empty(num_subjects * per, np.int32)
@@ -302,16 +300,16 @@ def make_basic_expression_dataset(num_subjects: int, *, image_size: int = 96, se
   k = 0
   for s in range(num_subjects):
     box = _crop_box(image_size, rng)
-    prep = faces.prepare_face(pool[s], image_size=size, face_box=box,
-                              illumination=_illumination(style, rng))
+    prep = render.prepare_face(pool[s], image_size=size, face_box=box,
+                               illumination=_illumination(style, rng))
     for code in codes:
       for _ in range(int(images_per_expression)):
         scale = float(rng.uniform(0.7, 1.0))
         aus = {a: v * scale for a, v in BASIC_EXPRESSIONS[code][1].items()}
-        lm = faces.apply_action_units(prep.neutral, box, aus)
-        pose = faces.pose_matrix(box, angle_deg=rng.uniform(-4, 4),
-                                 shift=rng.uniform(-0.02, 0.02, size=2) * image_size)
-        images[k] = _tone(faces.render_prepared(prep, faces.transform_points(pose, lm)), style,
+        lm = render.apply_action_units(prep.neutral, box, aus)
+        pose = render.pose_matrix(box, angle_deg=rng.uniform(-4, 4),
+                                  shift=rng.uniform(-0.02, 0.02, size=2) * image_size)
+        images[k] = _tone(render.render_prepared(prep, render.transform_points(pose, lm)), style,
                           rng)
         labels[k] = code
         k += 1
@@ -362,27 +360,27 @@ def make_expression_sequences(num_subjects: int, *, seed: int, frame_size=(240, 
     raise ValueError(f"codes must be CK+ codes in 1..7, got {codes!r}")
   style = _style(domain)
   pool = subject_pool(seed, "basic", num_subjects)
-  rng = _rng(seed, "sequences", domain)
+  rng = tagged_rng(seed, "sequences", domain)
   hgt, wid = int(frame_size[0]), int(frame_size[1])
   out = []
   for s in range(num_subjects):
     w = float(rng.uniform(0.42, 0.5)) * hgt
     box = ((wid - w) / 2 + rng.uniform(-0.05, 0.05) * wid, (hgt - w) * rng.uniform(0.3, 0.45),
            w, w)
-    prep = faces.prepare_face(pool[s], image_size=(hgt, wid), face_box=box,
-                              illumination=_illumination(style, rng))
+    prep = render.prepare_face(pool[s], image_size=(hgt, wid), face_box=box,
+                               illumination=_illumination(style, rng))
     for code in codes:
       t_len = int(rng.integers(num_frames[0], num_frames[1] + 1))
       scale = float(rng.uniform(0.7, 1.0))
-      disp = faces.action_unit_displacement(
+      disp = render.action_unit_displacement(
           {a: v * scale for a, v in BASIC_EXPRESSIONS[int(code)][1].items()}) * [w, w]
       frames, lms = [], []
       for t in range(t_len):
         ramp = 0.5 - 0.5 * np.cos(np.pi * t / max(t_len - 1, 1))
-        pose = faces.pose_matrix(box, angle_deg=rng.normal(0, 0.3),
-                                 shift=rng.normal(0, 0.003 * w, size=2))
-        lm = faces.transform_points(pose, prep.neutral + ramp * disp)
-        img = _tone(faces.render_prepared(prep, lm), style, rng)
+        pose = render.pose_matrix(box, angle_deg=rng.normal(0, 0.3),
+                                  shift=rng.normal(0, 0.003 * w, size=2))
+        lm = render.transform_points(pose, prep.neutral + ramp * disp)
+        img = _tone(render.render_prepared(prep, lm), style, rng)
         frames.append(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if grey else img)
         lms.append(lm)
       out.append(ExpressionSequence(
@@ -394,20 +392,6 @@ def make_expression_sequences(num_subjects: int, *, seed: int, frame_size=(240, 
 # ---------------------------------------------------------------------------------------------
 # Writers.
 # ---------------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-  atomic.write_bytes(path, data)
-
-
-def _write_image(path: str, image: np.ndarray) -> None:
-  ext = os.path.splitext(path)[1]
-  img = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-  params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
-  ok, buf = cv2.imencode(ext, img, params)
-  if not ok:
-    raise OSError(f"could not encode image {path}")
-  _atomic_write(path, buf.tobytes())
 
 
 def _check_images(images) -> np.ndarray:
@@ -444,10 +428,10 @@ def write_image_folder_dataset(root, images, labels, class_names: Sequence[str])
   for i, (img, lab) in enumerate(zip(images, labels)):
     path = f"{class_names[int(lab)]}/{i:06d}.png"
     os.makedirs(os.path.join(root, class_names[int(lab)]), exist_ok=True)
-    _write_image(os.path.join(root, path), img)
+    image_files.write_image(os.path.join(root, path), img)
     rel.append(path)
   text = "path,label\n" + "".join(f"{p},{int(l)}\n" for p, l in zip(rel, labels))
-  _atomic_write(os.path.join(root, "labels.csv"), text.encode())
+  atomic.write_bytes(os.path.join(root, "labels.csv"), text.encode())
   return rel
 
 
@@ -477,14 +461,14 @@ def write_300w(root, images, landmarks_pixels) -> list[str]:
   root = os.fspath(root)
   images = _check_images(images)
   lms = np.asarray(landmarks_pixels, np.float64)
-  if lms.shape != (len(images), faces.NUM_LANDMARKS, 2):
+  if lms.shape != (len(images), ibug.NUM_LANDMARKS, 2):
     raise ValueError(f"landmarks_pixels must be ({len(images)}, 68, 2), got {lms.shape}")
   os.makedirs(root, exist_ok=True)
   paths = []
   for i, (img, lm) in enumerate(zip(images, lms)):
     stem = os.path.join(root, f"image_{i:04d}")
-    _write_image(stem + ".png", img)
-    _atomic_write(stem + ".pts", pts_text(lm).encode())
+    image_files.write_image(stem + ".png", img)
+    atomic.write_bytes(stem + ".pts", pts_text(lm).encode())
     paths.append(stem + ".png")
   return paths
 
@@ -510,12 +494,12 @@ def write_ckplus(root, sequences: Sequence[ExpressionSequence]) -> list[str]:
     folder = os.path.join(root, "cohn-kanade-images", sname, qname)
     os.makedirs(folder, exist_ok=True)
     for t, frame in enumerate(seq.frames):
-      _write_image(os.path.join(folder, f"{sname}_{qname}_{t + 1:08d}.png"), frame)
+      image_files.write_image(os.path.join(folder, f"{sname}_{qname}_{t + 1:08d}.png"), frame)
     if seq.labelled:
       efolder = os.path.join(root, "Emotion", sname, qname)
       os.makedirs(efolder, exist_ok=True)
       name = f"{sname}_{qname}_{len(seq.frames):08d}_emotion.txt"
-      _atomic_write(os.path.join(efolder, name), f"   {float(seq.label):.7e}\n".encode())
+      atomic.write_bytes(os.path.join(efolder, name), f"   {float(seq.label):.7e}\n".encode())
     folders.append(folder)
   return folders
 
@@ -539,6 +523,6 @@ def write_oulu_casia(root, sequences: Sequence[ExpressionSequence]) -> list[str]
                           OULU_CASIA_FOLDERS[seq.label])
     os.makedirs(folder, exist_ok=True)
     for t, frame in enumerate(seq.frames):
-      _write_image(os.path.join(folder, f"{t:03d}.jpeg"), frame)
+      image_files.write_image(os.path.join(folder, f"{t:03d}.jpeg"), frame)
     folders.append(folder)
   return folders

@@ -10,10 +10,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".ppm")
+from subtle_core import images as image_files
+from tgsr_jax import cdmer_io
 
 # Label numbering shared by the CDMER benchmark files.
-LABEL_NAMES = {1: "Negative", 2: "Positive", 3: "Surprise"}
+LABEL_NAMES = cdmer_io.CLASS_NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +80,7 @@ def list_frames(folder: str | os.PathLike) -> list[str]:
   if not folder.is_dir():
     raise FileNotFoundError(f"clip folder {folder} does not exist")
   # Hidden files are skipped: macOS '._img1.jpg' companions, half-written temporaries.
-  files = [p for p in folder.iterdir()
-           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
+  files = [p for p in folder.iterdir() if image_files.is_image_file(p)]
   return [str(p) for p in sorted(files, key=lambda p: natural_key(p.name))]
 
 

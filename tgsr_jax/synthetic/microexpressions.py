@@ -26,18 +26,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import zlib
 from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from subtle_core import atomic
+from subtle_core import images as image_files
+from subtle_core.faces import ibug
+from subtle_core.faces import render
+from subtle_core.seeding import tagged_rng
+from tgsr_jax import cdmer_io
 from tgsr_jax import layout
-from tgsr_jax.synthetic import faces
 
 NEGATIVE, POSITIVE, SURPRISE = 1, 2, 3
-CLASS_NAMES = {NEGATIVE: "Negative", POSITIVE: "Positive", SURPRISE: "Surprise"}
+CLASS_NAMES = cdmer_io.CLASS_NAMES  # the benchmark's: 1 Negative, 2 Positive, 3 Surprise
 OTHERS = 0  # CASME II clips outside the three classes ("others"), dropped by the 3-class mapping
 
 
@@ -96,7 +99,7 @@ class DatabaseSpec:
   frame_size: tuple[int, int]
   face_width: tuple[float, float]
   sensor: Sensor
-  illumination: faces.Illumination
+  illumination: render.Illumination
   num_subjects: int
   num_clips: int
   class_weights: tuple[float, float, float]
@@ -109,21 +112,21 @@ class DatabaseSpec:
   smic_folder: str = ""
 
 
-_SMIC_LIGHT = faces.Illumination(direction=(-0.2, -0.5, 0.85), ambient=0.45, diffuse=0.62,
-                                 colour=(1.0, 0.97, 0.9), background_top=(0.55, 0.56, 0.55),
-                                 background_bottom=(0.40, 0.41, 0.42))
-_NIR_LIGHT = faces.Illumination(direction=(0.05, -0.25, 0.97), ambient=0.35, diffuse=0.75,
-                                colour=(1.0, 1.0, 1.0), background_top=(0.30, 0.30, 0.30),
-                                background_bottom=(0.22, 0.22, 0.22))
+_SMIC_LIGHT = render.Illumination(direction=(-0.2, -0.5, 0.85), ambient=0.45, diffuse=0.62,
+                                  colour=(1.0, 0.97, 0.9), background_top=(0.55, 0.56, 0.55),
+                                  background_bottom=(0.40, 0.41, 0.42))
+_NIR_LIGHT = render.Illumination(direction=(0.05, -0.25, 0.97), ambient=0.35, diffuse=0.75,
+                                 colour=(1.0, 1.0, 1.0), background_top=(0.30, 0.30, 0.30),
+                                 background_bottom=(0.22, 0.22, 0.22))
 
 DATABASES: dict[str, DatabaseSpec] = {
     "CASME2": DatabaseSpec(
         name="CASME2", layout="casme2", fps=200.0, frame_size=(480, 640), face_width=(220, 260),
         sensor=Sensor("casme2-colour", gain=1.05, gamma=0.95, contrast=1.05, noise_sigma=1.5),
-        illumination=faces.Illumination(direction=(-0.3, -0.4, 0.87), ambient=0.45, diffuse=0.65,
-                                        colour=(1.0, 0.98, 0.95),
-                                        background_top=(0.70, 0.71, 0.72),
-                                        background_bottom=(0.55, 0.56, 0.58)),
+        illumination=render.Illumination(direction=(-0.3, -0.4, 0.87), ambient=0.45, diffuse=0.65,
+                                         colour=(1.0, 0.98, 0.95),
+                                         background_top=(0.70, 0.71, 0.72),
+                                         background_bottom=(0.55, 0.56, 0.58)),
         num_subjects=8, num_clips=30, class_weights=(0.6, 0.22, 0.18),
         duration_s=(0.12, 0.22), padding_s=(0.01, 0.025), num_others=3, session="CASME2"),
     "SMIC_HS": DatabaseSpec(
@@ -178,7 +181,7 @@ class ClipEvent:
   profile: np.ndarray
   pose: np.ndarray
   flicker: np.ndarray
-  illumination: faces.Illumination
+  illumination: render.Illumination
   noise_seed: int
 
 
@@ -348,7 +351,7 @@ def _sensor_tone(rgb: np.ndarray, sensor: Sensor, lut: np.ndarray) -> np.ndarray
   return cv2.LUT(rgb, lut.reshape(256, 1, 3))
 
 
-def render_clip(spec: DatabaseSpec, subject: faces.SubjectParams, event: ClipEvent) -> Clip:
+def render_clip(spec: DatabaseSpec, subject: render.SubjectParams, event: ClipEvent) -> Clip:
   """Renders an event with the spec's sensor.
 
   Args:
@@ -361,10 +364,10 @@ def render_clip(spec: DatabaseSpec, subject: faces.SubjectParams, event: ClipEve
   """
   box = event.face_box
   sensor = spec.sensor
-  neutral = faces.neutral_landmarks(subject, box)
-  prep = faces.prepare_face(subject, image_size=spec.frame_size, face_box=box,
-                            illumination=event.illumination)
-  disp = faces.action_unit_displacement(event.action_units) * [box[2], box[3]]
+  neutral = render.neutral_landmarks(subject, box)
+  prep = render.prepare_face(subject, image_size=spec.frame_size, face_box=box,
+                             illumination=event.illumination)
+  disp = render.action_unit_displacement(event.action_units) * [box[2], box[3]]
   noise_rng = np.random.default_rng(event.noise_seed)
   shape = tuple(spec.frame_size) + (() if sensor.grey else (3,))
   noise = _NoiseBank(shape, sensor.noise_sigma, noise_rng) if sensor.noise_sigma > 0 else None
@@ -377,14 +380,14 @@ def render_clip(spec: DatabaseSpec, subject: faces.SubjectParams, event: ClipEve
     static = cv2.GaussianBlur(static, (0, 0), blur)
   pad = int(np.ceil(3 * blur)) + 1 if blur > 0 else 0
   frames = np.empty((event.num_frames,) + shape, np.uint8)
-  landmarks = np.empty((event.num_frames, faces.NUM_LANDMARKS, 2))
+  landmarks = np.empty((event.num_frames, ibug.NUM_LANDMARKS, 2))
   for t in range(event.num_frames):
     lm = neutral + event.profile[t] * disp
     dx, dy, ang = event.pose[t]
     if dx or dy or ang:
-      lm = faces.transform_points(faces.pose_matrix(box, angle_deg=ang, shift=(dx, dy)), lm)
+      lm = render.transform_points(render.pose_matrix(box, angle_deg=ang, shift=(dx, dy)), lm)
     landmarks[t] = lm
-    (x0, y0, x1, y1), patch = faces.render_region(prep, lm, margin=2 * pad)
+    (x0, y0, x1, y1), patch = render.render_region(prep, lm, margin=2 * pad)
     frame = frames[t]
     frame[...] = static
     if x1 > x0 and y1 > y0:
@@ -407,13 +410,13 @@ def render_clip(spec: DatabaseSpec, subject: faces.SubjectParams, event: ClipEve
               fps=spec.fps)
 
 
-def generate_clip(spec: DatabaseSpec, subject: faces.SubjectParams, label: int,
+def generate_clip(spec: DatabaseSpec, subject: render.SubjectParams, label: int,
                   rng: np.random.Generator) -> Clip:
   """Draws and renders one clip of class ``label`` (see :func:`sample_event`, :func:`render_clip`).
 
   Args:
     spec: the database domain (e.g. ``DATABASES['CASME2']``).
-    subject: the subject (:func:`tgsr_jax.synthetic.faces.sample_subject`).
+    subject: the subject (:func:`subtle_core.faces.render.sample_subject`).
     label: 1 Negative, 2 Positive, 3 Surprise (0: a CASME II "others" movement).
     rng: the random generator (the only source of randomness).
 
@@ -538,10 +541,6 @@ class DatabaseTruth:
     return np.array([c.subject for c in self.clips], np.int32)
 
 
-def _seed_for(seed: int, tag: str) -> np.random.Generator:
-  return np.random.default_rng([int(seed), zlib.crc32(tag.encode())])
-
-
 def _class_counts(total: int, weights: Sequence[float]) -> list[int]:
   w = np.asarray(weights, np.float64)
   w = w / w.sum()
@@ -550,19 +549,6 @@ def _class_counts(total: int, weights: Sequence[float]) -> list[int]:
   for i in order[:total - counts.sum()]:
     counts[i] += 1
   return counts.tolist()
-
-
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-  atomic.write_bytes(path, data)
-
-
-def _write_frame(path: str, frame: np.ndarray, ext: str, jpeg_quality: int = 95) -> None:
-  img = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
-  params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if ext == ".jpg" else []
-  ok, buf = cv2.imencode(ext, img, params)
-  if not ok:
-    raise OSError(f"could not encode frame {path}")
-  _atomic_write_bytes(path, buf.tobytes())
 
 
 def _plan(spec: DatabaseSpec, num_clips: int, num_subjects: int,
@@ -578,8 +564,19 @@ def _plan(spec: DatabaseSpec, num_clips: int, num_subjects: int,
   return sorted(zip(subj.tolist(), labels.tolist()), key=lambda p: p[0])
 
 
+def _session(spec: DatabaseSpec, seed: int, num_clips: int | None):
+  """The session's generator, subjects and clip plan (one session: SMIC_VIS and SMIC_NIR)."""
+  num_clips = spec.num_clips if num_clips is None else int(num_clips)
+  if num_clips < 1:
+    raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+  rng = tagged_rng(seed, spec.session or spec.name)
+  num_subjects = min(spec.num_subjects, num_clips)
+  subjects = [render.sample_subject(rng) for _ in range(num_subjects)]
+  return rng, subjects, _plan(spec, num_clips, num_subjects, rng)
+
+
 def _action_units_text(aus: Mapping) -> object:
-  keys = sorted((faces._parse_au(k) for k in aus), key=lambda k: (k[0], k[1]))  # noqa: SLF001
+  keys = sorted((render._parse_au(k) for k in aus), key=lambda k: (k[0], k[1]))  # noqa: SLF001
   parts = [f"{side}{au}" for au, side in keys]
   return int(parts[0]) if len(parts) == 1 and parts[0].isdigit() else "+".join(parts)
 
@@ -612,20 +609,14 @@ def write_casme2(root, spec: DatabaseSpec, *, seed: int, num_clips: int | None =
   import openpyxl  # IO-only dependency
 
   root = os.fspath(root)
-  num_clips = spec.num_clips if num_clips is None else int(num_clips)
   num_others = spec.num_others if num_others is None else int(num_others)
-  if num_clips < 1:
-    raise ValueError(f"num_clips must be >= 1, got {num_clips}")
-  rng = _seed_for(seed, spec.session or spec.name)
-  num_subjects = min(spec.num_subjects, num_clips)
-  subjects = [faces.sample_subject(rng) for _ in range(num_subjects)]
-  plan = _plan(spec, num_clips, num_subjects, rng)
-  plan += [(int(rng.integers(num_subjects)), OTHERS) for _ in range(num_others)]
+  rng, subjects, plan = _session(spec, seed, num_clips)
+  plan += [(int(rng.integers(len(subjects))), OTHERS) for _ in range(num_others)]
   plan.sort(key=lambda p: p[0])
   rows, truths = [], []
   episode = {}
   for k, (si, label) in enumerate(plan):
-    clip_rng = np.random.default_rng([int(seed), zlib.crc32(spec.name.encode()), k])
+    clip_rng = tagged_rng(seed, spec.name, k)
     clip = generate_clip(spec, subjects[si], label, clip_rng)
     ep = episode.get(si, 0) + 1
     episode[si] = ep
@@ -634,7 +625,7 @@ def write_casme2(root, spec: DatabaseSpec, *, seed: int, num_clips: int | None =
     folder = os.path.join(root, "CASME2_RAW_selected", f"sub{sub}", name)
     os.makedirs(folder, exist_ok=True)
     for t, frame in enumerate(clip.frames):
-      _write_frame(os.path.join(folder, f"img{t + 1}.jpg"), frame, ".jpg")
+      image_files.write_image(os.path.join(folder, f"img{t + 1}.jpg"), frame)
     if label == POSITIVE:
       emotion = "happiness"
     elif label == SURPRISE:
@@ -674,18 +665,11 @@ def write_smic(root, spec: DatabaseSpec, *, seed: int,
   root = os.fspath(root)
   if not spec.smic_folder:
     raise ValueError(f"spec {spec.name!r} has no smic_folder (HS, VIS or NIR)")
-  num_clips = spec.num_clips if num_clips is None else int(num_clips)
-  if num_clips < 1:
-    raise ValueError(f"num_clips must be >= 1, got {num_clips}")
-  rng = _seed_for(seed, spec.session or spec.name)
-  num_subjects = min(spec.num_subjects, num_clips)
-  subjects = [faces.sample_subject(rng) for _ in range(num_subjects)]
-  plan = _plan(spec, num_clips, num_subjects, rng)
+  _, subjects, plan = _session(spec, seed, num_clips)
   counter: dict[tuple[int, int], int] = {}
   truths = []
   for k, (si, label) in enumerate(plan):
-    clip_rng = np.random.default_rng(
-        [int(seed), zlib.crc32((spec.session or spec.name).encode()), k])
+    clip_rng = tagged_rng(seed, spec.session or spec.name, k)
     clip = generate_clip(spec, subjects[si], label, clip_rng)
     n = counter.get((si, label), 0) + 1
     counter[(si, label)] = n
@@ -696,7 +680,8 @@ def write_smic(root, spec: DatabaseSpec, *, seed: int,
     # SMIC folders hold the movement only.
     first, last = clip.onset, clip.offset
     for t in range(first, last + 1):
-      _write_frame(os.path.join(folder, f"image{t - first + 1:06d}.bmp"), clip.frames[t], ".bmp")
+      image_files.write_image(os.path.join(folder, f"image{t - first + 1:06d}.bmp"),
+                              clip.frames[t])
     truth = _clip_truth(folder, spec, si + 1, name, clip, SMIC_CLASS_FOLDERS[label], 1 - first)
     truths.append(dataclasses.replace(truth, num_frames=last - first + 1))
   return DatabaseTruth(name=spec.name, root=root, spec=spec, clips=tuple(truths))

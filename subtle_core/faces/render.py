@@ -5,11 +5,9 @@ expressed in *box units*: ``u = (x - box_x) / w`` and ``v = (y - box_y) / h``. T
 region a frontal face detector reports (eyes at ``v ~ 0.4``, mouth at ``v ~ 0.8``); every
 landmark of a neutral face lies inside it.
 
-Landmarks follow the iBUG / 300-W 68-point convention (0-based): 0-16 jaw (image left to image
-right), 17-21 the subject's right brow (image left, outer to inner), 22-26 the left brow (inner to
-outer), 27-30 nose bridge, 31-35 lower nose, 36-41 the subject's right eye (image left; 36 outer
-corner, 39 inner corner), 42-47 the left eye (42 inner, 45 outer), 48-59 outer lips (48 and 54 the
-corners), 60-67 inner lips. The pupils are the means of 36-41 and 42-47.
+Landmarks follow the iBUG / 300-W 68-point convention of :mod:`subtle_core.faces.ibug` (0-based;
+36-41 the subject's right eye on the image left, 42-47 the left eye; the pupils are the means of
+36-41 and 42-47).
 
 Rendering has two layers:
 
@@ -32,27 +30,9 @@ from typing import Mapping, Sequence
 import cv2
 import numpy as np
 
-NUM_LANDMARKS = 68
-JAW = np.arange(0, 17)
-RIGHT_BROW = np.arange(17, 22)
-LEFT_BROW = np.arange(22, 27)
-NOSE_BRIDGE = np.arange(27, 31)
-NOSE_LOWER = np.arange(31, 36)
-RIGHT_EYE = np.arange(36, 42)
-LEFT_EYE = np.arange(42, 48)
-OUTER_LIPS = np.arange(48, 60)
-INNER_LIPS = np.arange(60, 68)
-
-# Index of the horizontally mirrored landmark (iBUG 68 convention), used by flips and by
-# unilateral action units.
-MIRROR_INDEX = np.array(
-    list(range(16, -1, -1))  # jaw
-    + list(range(26, 21, -1)) + list(range(21, 16, -1))  # brows
-    + [27, 28, 29, 30] + [35, 34, 33, 32, 31]  # nose
-    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]  # eyes
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lips
-    + [64, 63, 62, 61, 60, 67, 66, 65],  # inner lips
-    dtype=np.int64)
+from subtle_core.faces.ibug import (INNER_LIPS, JAW, LEFT_BROW, LEFT_EYE, MIRROR_INDEX,
+                                    NOSE_BRIDGE, NOSE_LOWER, NUM_LANDMARKS, OUTER_LIPS,
+                                    RIGHT_BROW, RIGHT_EYE)
 
 # Landmarks that barely move with expressions; the global pose is fitted on them.
 _RIGID = np.array([0, 16, 27, 28, 36, 39, 42, 45])  # no action unit moves these

@@ -1,9 +1,10 @@
-"""Tests of the parametric face renderer (tgsr_jax.synthetic.faces)."""
+"""Tests of the parametric face renderer (subtle_core.faces.render)."""
 import cv2
 import numpy as np
 import pytest
 
-from tgsr_jax.synthetic import faces
+from subtle_core.faces import ibug
+from subtle_core.faces import render
 
 _CASCADE = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
 
@@ -20,9 +21,9 @@ def _iou(a, b):
 def test_neutral_landmarks_structure():
   rng = np.random.default_rng(0)
   for _ in range(20):
-    subject = faces.sample_subject(rng)
+    subject = render.sample_subject(rng)
     box = (rng.uniform(0, 100), rng.uniform(0, 100), rng.uniform(80, 250), rng.uniform(80, 250))
-    lm = faces.neutral_landmarks(subject, box)
+    lm = render.neutral_landmarks(subject, box)
     assert lm.shape == (68, 2)
     x, y, w, h = box
     assert np.all(lm[:, 0] > x) and np.all(lm[:, 0] < x + w)
@@ -35,63 +36,63 @@ def test_neutral_landmarks_structure():
     assert lm[8, 1] > lm[:, 1].max() - 0.01 * h  # chin lowest
     assert lm[0, 0] < lm[:17, 0].min() + 0.01 * w and lm[16, 0] > lm[:17, 0].max() - 0.01 * w
     # Mirror table maps the left half onto the right half.
-    mirrored = lm[faces.MIRROR_INDEX]
+    mirrored = lm[ibug.MIRROR_INDEX]
     centre = x + w / 2
     np.testing.assert_allclose(2 * centre - mirrored[:, 0], lm[:, 0], atol=0.05 * w)
 
 
 def test_subject_and_render_determinism():
-  a = faces.sample_subject(np.random.default_rng(7))
-  b = faces.sample_subject(np.random.default_rng(7))
-  c = faces.sample_subject(np.random.default_rng(8))
+  a = render.sample_subject(np.random.default_rng(7))
+  b = render.sample_subject(np.random.default_rng(7))
+  c = render.sample_subject(np.random.default_rng(8))
   assert a == b and a != c
   box = (40, 30, 120, 120)
-  lm_a, lm_c = faces.neutral_landmarks(a, box), faces.neutral_landmarks(c, box)
-  np.testing.assert_array_equal(lm_a, faces.neutral_landmarks(b, box))
+  lm_a, lm_c = render.neutral_landmarks(a, box), render.neutral_landmarks(c, box)
+  np.testing.assert_array_equal(lm_a, render.neutral_landmarks(b, box))
   assert np.abs(lm_a - lm_c).max() > 0.5
-  img1 = faces.render_face(a, lm_a, image_size=(200, 200), face_box=box,
-                           rng=np.random.default_rng(1))
-  img2 = faces.render_face(b, lm_a, image_size=(200, 200), face_box=box,
-                           rng=np.random.default_rng(1))
-  img3 = faces.render_face(c, lm_c, image_size=(200, 200), face_box=box,
-                           rng=np.random.default_rng(1))
+  img1 = render.render_face(a, lm_a, image_size=(200, 200), face_box=box,
+                            rng=np.random.default_rng(1))
+  img2 = render.render_face(b, lm_a, image_size=(200, 200), face_box=box,
+                            rng=np.random.default_rng(1))
+  img3 = render.render_face(c, lm_c, image_size=(200, 200), face_box=box,
+                            rng=np.random.default_rng(1))
   assert img1.dtype == np.uint8 and img1.shape == (200, 200, 3)
   np.testing.assert_array_equal(img1, img2)
   assert np.abs(img1.astype(int) - img3).mean() > 5
 
 
 def test_action_units_move_expected_landmarks():
-  subject = faces.sample_subject(np.random.default_rng(3))
+  subject = render.sample_subject(np.random.default_rng(3))
   box = (0, 0, 112, 112)
-  lm = faces.neutral_landmarks(subject, box)
-  smile = faces.apply_action_units(lm, box, {12: 0.3})
+  lm = render.neutral_landmarks(subject, box)
+  smile = render.apply_action_units(lm, box, {12: 0.3})
   d = smile - lm
   assert d[48, 1] < -1 and d[54, 1] < -1  # corners up
   assert d[48, 0] < 0 < d[54, 0]  # and out
   assert np.abs(d[:27]).max() < 1.0 and np.abs(d[36:48]).max() < 1.0
-  frown = faces.apply_action_units(lm, box, {4: 0.3}) - lm
+  frown = render.apply_action_units(lm, box, {4: 0.3}) - lm
   assert np.all(frown[17:27, 1] > 0) and frown[21, 0] > 0 > frown[22, 0]
   assert np.abs(frown[48:]).max() == 0
-  raise_ = faces.apply_action_units(lm, box, {1: 0.3, 2: 0.3}) - lm
+  raise_ = render.apply_action_units(lm, box, {1: 0.3, 2: 0.3}) - lm
   assert np.all(raise_[17:27, 1] < -0.5)
   # Unilateral AU: only the subject's left side (image right) moves.
-  left = faces.apply_action_units(lm, box, {"L12": 0.5}) - lm
+  left = render.apply_action_units(lm, box, {"L12": 0.5}) - lm
   assert np.abs(left[48]).max() == 0 and left[54, 1] < -1
   # The points the global pose is fitted on never move with an expression.
-  for au, disp in faces.AU_DISPLACEMENTS.items():
-    assert np.abs(disp[faces._RIGID]).max() == 0, au  # noqa: SLF001
+  for au, disp in render.AU_DISPLACEMENTS.items():
+    assert np.abs(disp[render._RIGID]).max() == 0, au  # noqa: SLF001
   with pytest.raises(ValueError, match="action unit"):
-    faces.apply_action_units(lm, box, {99: 1.0})
+    render.apply_action_units(lm, box, {99: 1.0})
 
 
 def test_expression_moves_texture_locally():
   """A subtle AU12 changes pixels around the mouth, not around the eyes."""
-  subject = faces.sample_subject(np.random.default_rng(5))
+  subject = render.sample_subject(np.random.default_rng(5))
   box = (20, 20, 112, 112)
-  prep = faces.prepare_face(subject, image_size=(160, 160), face_box=box)
-  lm = faces.neutral_landmarks(subject, box)
-  neutral = faces.render_prepared(prep, lm).astype(np.float64)
-  smile = faces.render_prepared(prep, faces.apply_action_units(lm, box, {12: 0.25}))
+  prep = render.prepare_face(subject, image_size=(160, 160), face_box=box)
+  lm = render.neutral_landmarks(subject, box)
+  neutral = render.render_prepared(prep, lm).astype(np.float64)
+  smile = render.render_prepared(prep, render.apply_action_units(lm, box, {12: 0.25}))
   diff = np.abs(smile - neutral).sum(-1)
   mouth = diff[int(lm[50, 1]) - 8:int(lm[57, 1]) + 8, int(lm[48, 0]) - 8:int(lm[54, 0]) + 8]
   brows = diff[int(lm[19, 1]) - 6:int(lm[37, 1]) - 2, int(lm[17, 0]):int(lm[26, 0])]
@@ -108,11 +109,11 @@ def test_haar_cascade_detects_rendered_faces(size, face):
   hits = 0
   n = 40
   for _ in range(n):
-    subject = faces.sample_subject(rng)
+    subject = render.sample_subject(rng)
     w = rng.uniform(*face)
     box = ((wid - w) / 2 + rng.uniform(-0.1, 0.1) * wid, (hgt - w) * rng.uniform(0.25, 0.45), w, w)
-    img = faces.render_face(subject, faces.neutral_landmarks(subject, box), image_size=size,
-                            face_box=box, rng=rng)
+    img = render.render_face(subject, render.neutral_landmarks(subject, box), image_size=size,
+                             face_box=box, rng=rng)
     det = _CASCADE.detectMultiScale(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), scaleFactor=1.1,
                                     minNeighbors=5)
     if len(det):
@@ -124,18 +125,18 @@ def test_haar_cascade_detects_rendered_faces(size, face):
 def test_similarity_transform_recovers_pose():
   rng = np.random.default_rng(2)
   pts = rng.uniform(0, 100, size=(20, 2))
-  m = faces.pose_matrix((0, 0, 100, 100), angle_deg=7.0, scale=1.1, shift=(3, -2))
-  est = faces.similarity_transform(pts, faces.transform_points(m, pts))
+  m = render.pose_matrix((0, 0, 100, 100), angle_deg=7.0, scale=1.1, shift=(3, -2))
+  est = render.similarity_transform(pts, render.transform_points(m, pts))
   np.testing.assert_allclose(est, m, atol=1e-9)
   # cv2's estimator as an independent reference.
   ref, _ = cv2.estimateAffinePartial2D(pts.astype(np.float32),
-                                       faces.transform_points(m, pts).astype(np.float32))
+                                       render.transform_points(m, pts).astype(np.float32))
   np.testing.assert_allclose(est, ref, atol=1e-3)
 
 
 def test_bad_arguments_raise():
-  subject = faces.sample_subject(np.random.default_rng(0))
+  subject = render.sample_subject(np.random.default_rng(0))
   with pytest.raises(ValueError, match="face_box"):
-    faces.neutral_landmarks(subject, (0, 0, -1, 10))
+    render.neutral_landmarks(subject, (0, 0, -1, 10))
   with pytest.raises(ValueError, match="68"):
-    faces.render_face(subject, np.zeros((5, 2)), image_size=(50, 50), face_box=(0, 0, 40, 40))
+    render.render_face(subject, np.zeros((5, 2)), image_size=(50, 50), face_box=(0, 0, 40, 40))
