@@ -304,3 +304,32 @@ def grid_arrays(params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
     raise ValueError(f"params 'lambda' and 'mu' must have the same length, got {lam.size} and "
                      f"{mu.size}")
   return lam, mu
+
+
+def check_inputs(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
+                 num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Validates a method's inputs; returns them as float64 features and int64 labels.
+
+  Raises:
+    ValueError: naming the argument that does not fit (shape, label range, non-finite values).
+  """
+  arrays = {}
+  for name, a in (("xs", xs), ("xt", xt), ("xq", xq)):
+    a = np.asarray(a, np.float64)
+    if a.ndim != 2:
+      raise ValueError(f"{name} must be a 2-D (samples, features) array, got shape {a.shape}")
+    if not np.isfinite(a).all():
+      raise ValueError(f"{name} holds non-finite values (NaN or inf)")
+    arrays[name] = a
+  d = arrays["xs"].shape[1]
+  for name in ("xt", "xq"):
+    if arrays[name].shape[1] != d:
+      raise ValueError(f"{name} has {arrays[name].shape[1]} features, xs has {d}")
+  ys = np.asarray(ys).reshape(-1)
+  if ys.shape[0] != arrays["xs"].shape[0]:
+    raise ValueError(f"ys must hold one label per row of xs ({arrays['xs'].shape[0]}), got "
+                     f"{ys.shape[0]}")
+  if ys.size and (ys.min() < 0 or ys.max() >= num_classes):
+    raise ValueError(f"ys must hold class indices in [0, {num_classes}), got "
+                     f"[{ys.min()}, {ys.max()}]")
+  return arrays["xs"], ys.astype(np.int64), arrays["xt"], arrays["xq"]

@@ -51,8 +51,7 @@ def fit_predict(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
   Returns:
     :class:`tgsr_jax.methods.GridPredictions` with scores ``P^T K_q`` (G, Q, C).
   """
-  xs, xt, xq = (np.asarray(a, np.float64) for a in (xs, xt, xq))
-  ys = np.asarray(ys).astype(np.int64).reshape(-1)
+  xs, ys, xt, xq = _regenerate.check_inputs(xs, ys, xt, xq, num_classes)
   lam, mu = _regenerate.grid_arrays(params)
   kernels = _regenerate.Kernels(xs, xt, xq)
   one_hot = np.eye(num_classes)[ys]                           # (n_s, C)
