@@ -1,0 +1,94 @@
+"""TSRG (tgsr_jax.methods.tsrg): the regenerator's ALM and the linear SVM on regenerated queries."""
+import numpy as np
+import pytest
+
+from tgsr_jax import methods
+from tgsr_jax.methods import _regenerate
+from tgsr_jax.methods import svm
+from tgsr_jax.methods import tsrg
+
+
+def numpy_tsrg_regenerator(xs, xt, lam, mu, max_iterations=2000):
+  """The authors' inexact ALM for TSRG (Y = X_s) written plainly, samples as columns."""
+  xs, xt = xs.T, xt.T
+  x = np.concatenate([xs, xt], axis=1)
+  k_s, k_t = x.T @ xs, x.T @ xt
+  k_delta = k_s.mean(axis=1) - k_t.mean(axis=1)
+  k_tilde = np.concatenate([k_s, np.sqrt(lam) * k_delta[:, None]], axis=1)
+  d, u = np.linalg.eigh(k_tilde @ k_tilde.T)
+  p = np.ones((x.shape[1], xs.shape[0]))
+  t = np.ones_like(p)
+  kappa = 1e-3
+  for iteration in range(1, max_iterations + 1):
+    q = u @ np.diag(1.0 / (d + kappa / 2)) @ u.T @ (k_s @ xs.T + (kappa * p + t) / 2)
+    v = q - t / kappa
+    p = np.sign(v) * np.maximum(np.abs(v) - mu / kappa, 0.0)
+    t = t + kappa * (p - q)
+    kappa = min(1.1 * kappa, 1e15)
+    if np.max(np.abs(p - q)) < 1e-8:
+      break
+  return p, iteration
+
+
+def small_problem(seed=0, n_s=15, n_t=12, d=18):
+  rng = np.random.default_rng(seed)
+  centres = rng.normal(size=(3, d)) * 1.2
+  ys = np.concatenate([np.array([2, 0, 1]), rng.integers(0, 3, n_s - 3)])
+  xs = np.abs(centres[ys] + rng.normal(size=(n_s, d)))
+  xt = np.abs(centres[rng.integers(0, 3, n_t)] + 0.8 + rng.normal(size=(n_t, d)))
+  xq = np.abs(centres[rng.integers(0, 3, 9)] + 0.8 + rng.normal(size=(9, d)))
+  return xs, ys, xt, xq
+
+
+def test_primal_machines_equal_libsvm_decision_values():
+  xs, ys, _, xq = small_problem(seed=1)
+  order, w, b = tsrg.linear_ovo_machines(xs, ys)
+  _, decisions = svm.linear_svm(xs, ys, xq, num_classes=3)
+  np.testing.assert_array_equal(order, [2, 0, 1])
+  np.testing.assert_allclose(xq @ w + b, decisions, rtol=1e-9, atol=1e-9)
+
+
+def test_fit_predict_equals_a_numpy_alm_and_libsvm_on_regenerated_queries():
+  xs, ys, xt, xq = small_problem()
+  params = {"lambda": np.array([0.01, 10.0, 10.0]), "mu": np.array([0.02, 0.02, 2.0])}
+  out = tsrg.fit_predict(xs, ys, xt, xq, params, num_classes=3)
+  assert out.converged.all() and not out.failed.any()
+  x = np.concatenate([xs, xt])
+  agree = 0
+  for i in range(3):
+    p, iterations = numpy_tsrg_regenerator(xs, xt, params["lambda"][i], params["mu"][i])
+    assert out.iterations[i] == iterations
+    regenerated = (p.T @ (x @ xq.T)).T                   # (Q, d): rows are P^T K_q columns
+    labels, decisions = svm.linear_svm(xs, ys, regenerated, num_classes=3)
+    np.testing.assert_array_equal(out.labels[i], labels)
+    agree += np.mean(labels == svm.linear_svm(xs, ys, xq, num_classes=3)[0])
+  # Regeneration changes the predictions somewhere (the test is not the plain SVM's).
+  assert agree < 3
+
+
+def test_regenerator_equals_the_numpy_alm():
+  xs, ys, xt, _ = small_problem(seed=2)
+  lam, mu = np.array([1.0, 1.0]), np.array([0.005, 0.5])
+  out = _regenerate.solve_grid(_regenerate.Kernels(xs, xt, xt), xs, np.eye(xs.shape[1]), lam, mu)
+  for i in range(2):
+    p, iterations = numpy_tsrg_regenerator(xs, xt, lam[i], mu[i])
+    assert out.iterations[i] == iterations
+    np.testing.assert_allclose(out.pr[i], p, rtol=0, atol=2e-8)   # the ALM's tolerance scale
+
+
+def test_registry_failed_points_and_bad_inputs():
+  method = methods.get("TSRG")
+  assert method is tsrg.METHOD and len(methods.grid_points(method.grid)["mu"]) == 259
+  xs, ys, xt, xq = small_problem(seed=3)
+  # kappa0 = 0 divides by zero in the first iteration: that point fails, it does not raise.
+  out = tsrg.fit_predict(xs, ys, xt, xq, {"lambda": np.array([1.0]), "mu": np.array([0.1])},
+                         num_classes=3, settings=_regenerate.Settings(kappa0=0.0))
+  assert out.failed[0] and not out.converged[0] and (out.labels[0] == -1).all()
+  xs_bad = xs.copy()
+  xs_bad[0, 0] = np.inf
+  with pytest.raises(ValueError, match="xs holds non-finite"):
+    tsrg.fit_predict(xs_bad, ys, xt, xq, {"lambda": np.array([1.0]), "mu": np.array([0.1])},
+                     num_classes=3)
+  with pytest.raises(ValueError, match="xq has 5 features"):
+    tsrg.fit_predict(xs, ys, xt, xq[:, :5], {"lambda": np.array([1.0]), "mu": np.array([0.1])},
+                     num_classes=3)
