@@ -156,6 +156,31 @@ def _decode_all(paths, decode_fn, *, num_workers, executor, progress, name):
   pool.shutdown()
 
 
+def decode_parallel(files: Sequence, decode_fn: Callable, *, num_workers: int | None = None,
+                    executor: Literal["thread", "process"] = "thread", progress: bool = False,
+                    name: str = "images"):
+  """Decodes ``files`` in parallel without caching; returns (crops (N, ...) uint8, targets or None).
+
+  Args:
+    files: the source files.
+    decode_fn, num_workers, executor, progress: as in `cached_dataset`.
+    name: the progress bar's label.
+  """
+  files = [str(f) for f in files]
+  images, targets = [], []
+  for _, image, target in _decode_all(files, decode_fn, name=name, progress=progress,
+                                      num_workers=num_workers or len(os.sched_getaffinity(0)),
+                                      executor=executor):
+    if images and (image.shape != images[0].shape or (target is None) != (targets[0] is None)):
+      raise ValueError(f"{files[len(images)]}: crop of shape {image.shape} or its target differs "
+                       f"from the others' ({images[0].shape})")
+    images.append(image)
+    targets.append(target)
+  if not images:
+    raise ValueError(f"decode_parallel {name!r}: no files given")
+  return np.stack(images), None if targets[0] is None else np.stack(targets)
+
+
 class _Old:
   """The previous cache's crops, for an incremental rebuild."""
 
