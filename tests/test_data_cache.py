@@ -1,5 +1,6 @@
 """The decoded-image cache: built once, memory-mapped later, rebuilt for changed files or damage."""
 import functools
+import json
 import os
 import threading
 
@@ -160,3 +161,21 @@ def test_process_workers_decode_the_same_crops(tmp_path):
                              progress=False)
   assert out.decoded == 3
   np.testing.assert_array_equal(out.images, _reference(paths))
+
+
+def test_input_benchmark_runs_its_host_and_cache_sections(tmp_path, capsys):
+  from benchmarks import mtl_input  # pylint: disable=import-outside-toplevel
+  out = tmp_path / "input.json"
+  record = mtl_input.main(["--sections", "host,cache", "--num_images", "12", "--file_size", "48",
+                           "--host_images", "20", "--host_batch", "4", "--host_steps", "1",
+                           "--image_size", "16", "--serial_sample", "3", "--workers", "2",
+                           "--tmp_dir", str(tmp_path), "--json", str(out)])
+  assert record == json.loads(out.read_text())
+  assert record["host"]["speedup"] == pytest.approx(
+      record["host"]["gather_images_per_s"] / record["host"]["today_images_per_s"])
+  assert record["cache"]["cached_percent"] == pytest.approx(
+      100 * record["cache"]["cached_start_seconds"] / record["cache"]["first_read_seconds"][
+          "thread"])
+  assert "cached start" in capsys.readouterr().out
+  with pytest.raises(SystemExit, match="unknown"):
+    mtl_input.main(["--sections", "gpu"])
