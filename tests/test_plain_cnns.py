@@ -50,6 +50,13 @@ def test_vgg16_96_shapes_and_parameters_against_torchvision():
   assert [k[-1] for k in kernels] == list(VGG16_CONV_WIDTHS)
 
 
+def test_without_fully_connected_layers_features_are_the_pooled_last_map():
+  model = plain_cnns.PlainCNN(layers=plain_cnns.vgg_layers((8, "M", 16, "M")), fc_widths=())
+  _, n_params, features, last_map = _shapes(model, size=16)
+  assert features == (2, 16) and model.feature_dim == 16 and last_map == (2, 4, 4, 16)
+  assert n_params == 9 * 3 * 8 + 2 * 8 + 9 * 8 * 16 + 2 * 16
+
+
 def test_plain_cnn_runs_whole_only():
   model = plain_cnns.VGGTiny()
   images = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
