@@ -358,7 +358,7 @@ def sobel_gradients(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def eoh_bins(gx: np.ndarray, gy: np.ndarray, bins: int) -> np.ndarray:
-  """Orientation bin of each gradient, ``floor(bins * (atan2(gy, gx) mod pi) / pi)`` in [0, bins)."""
+  """Orientation bin of each gradient: floor(bins * (atan2(gy, gx) mod pi) / pi), in [0, bins)."""
   theta = np.mod(np.arctan2(gy, gx), np.pi)
   return np.minimum(np.floor(theta * bins / np.pi).astype(np.int64), bins - 1)
 
