@@ -78,8 +78,9 @@ def _direct_lpq_code(f, y, x, win, v, tolerance):
   coefficients = []
   for u_row, u_col in ((0, 1), (1, 0), (1, 1), (1, -1)):
     value = 0j
+    # F(u, x) = sum_y f(x - y) exp(-2 pi j u . y) with u = (u_row, u_col) / win.
     for dy in range(-r, r + 1):
-      for dx in range(-r, r + 1):  # F(u, x) = sum_y f(x - y) exp(-2 pi j u . y), u = (u_row, u_col) / win
+      for dx in range(-r, r + 1):
         value += f[y - dy, x - dx] * np.exp(-2j * np.pi * (u_row * dy + u_col * dx) / win)
     coefficients += [value.real, value.imag]
   g = np.array(coefficients)

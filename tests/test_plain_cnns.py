@@ -1,4 +1,4 @@
-"""AlexNet- and VGG-style trunks: shapes, parameter counts against torchvision's, a training step."""
+"""AlexNet- and VGG-style trunks: shapes, parameter counts against torchvision's, training steps."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

@@ -231,7 +231,8 @@ def lpq_decorrelation(win: int = 7, rho: float = 0.9) -> np.ndarray:
 
   As in ``lpq.m``: neighbouring pixels are modelled with correlation ``rho ** distance``, the
   covariance of ``g = (Re F1, Im F1, ..., Re F4, Im F4)`` is ``D = M C M^T``, and V holds the right
-  singular vectors of ``A D A`` with A = diag(1.000007, ..., 1.000001, 1) (distinct singular values).
+  singular vectors of ``A D A`` with A = diag(1.000007, ..., 1.000001, 1) (which makes the singular
+  values distinct).
   Singular vectors have no sign; here each column's entry of largest magnitude is positive (the
   bits after decorrelation depend on that choice, so they may differ from a MATLAB run's).
 
@@ -357,7 +358,7 @@ def sobel_gradients(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def eoh_bins(gx: np.ndarray, gy: np.ndarray, bins: int) -> np.ndarray:
-  """Orientation bin of each gradient: ``floor(bins * (atan2(gy, gx) mod pi) / pi)``, in [0, bins)."""
+  """Orientation bin of each gradient: floor(bins * (atan2(gy, gx) mod pi) / pi), in [0, bins)."""
   theta = np.mod(np.arctan2(gy, gx), np.pi)
   return np.minimum(np.floor(theta * bins / np.pi).astype(np.int64), bins - 1)
 
