@@ -120,7 +120,8 @@ def read_feature_file(path: str | os.PathLike, database: str | None = None, *,
       stored = variables.get("database")
       if stored is None:
         raise FeatureFileError(f"{path}: has generic 'features'/'labels' variables but no "
-                               "'database' entry; name the database in the config")
+                               "'database' entry; name its database with "
+                               "config.data.files='CODE=path' (or database= in read_feature_file)")
       database = str(np.asarray(stored).reshape(-1)[0])
     elif not found:
       raise FeatureFileError(
