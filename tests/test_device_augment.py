@@ -232,3 +232,25 @@ def test_prefetch_to_device_yields_every_batch_in_order_on_the_device():
     np.testing.assert_array_equal(np.asarray(item["images"]), host(step)["images"])
   with pytest.raises(ValueError, match="size must be >= 1"):
     next(device_pipeline.prefetch_to_device(iter([1]), size=0))
+
+
+def test_sharded_batch_gives_the_same_augmentation():
+  devices = jax.devices()
+  if len(devices) < 2:
+    pytest.skip("needs 2 devices (conftest forces 2 host devices)")
+  mesh = jax.sharding.Mesh(np.asarray(devices[:2]), ("data",))
+  spec = jax.sharding.PartitionSpec
+  batch = _batch()
+  shardings = {"images": jax.sharding.NamedSharding(mesh, spec(None, "data")),
+               "labels": jax.sharding.NamedSharding(mesh, spec("data")),
+               "landmarks": jax.sharding.NamedSharding(mesh, spec("data"))}
+  sharded = jax.device_put(batch, shardings)
+  fn = jax.jit(lambda b: da.augment_batch(b, da.data_key(1), 4,
+                                          tasks=("expression", "landmarks")),
+               in_shardings=(shardings,))
+  got = fn(sharded)
+  want = _AUGMENT(batch, 1, 4)
+  assert got["images"].sharding.spec == spec(None, "data")
+  np.testing.assert_allclose(np.asarray(got["images"]), np.asarray(want["images"]), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(got["landmarks"]), np.asarray(want["landmarks"]),
+                             atol=1e-6)

@@ -41,9 +41,19 @@ IBUG_MIRROR = np.asarray(augment.IBUG_MIRROR)
 _DATA_KEY_SALT = 0x0A06
 
 
-def data_key(seed: int) -> jax.Array:
-  """The base key of the data augmentation for a run seeded with ``seed``."""
-  return jax.random.fold_in(jax.random.key(seed), _DATA_KEY_SALT)
+def data_key(seed: int, impl: str = "threefry2x32") -> jax.Array:
+  """The base key of the data augmentation for a run seeded with ``seed``.
+
+  Args:
+    seed: the run's seed (`config.seed`).
+    impl: the PRNG implementation (`config.prng_impl`). With 'threefry2x32' a sample's draws do
+      not depend on how the batch is vmapped or sharded; 'rbg' is faster on accelerators but
+      only promises the same draws for the same batch size and layout (enough for resuming).
+
+  Returns:
+    A typed key, distinct from `jax.random.key(seed)` that the model's keys derive from.
+  """
+  return jax.random.fold_in(jax.random.key(seed, impl=impl), _DATA_KEY_SALT)
 
 
 def sample_keys(base_key: jax.Array, step, batch_size: int, *, stream: int = 0) -> jax.Array:
