@@ -35,9 +35,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = (arg or "").strip()
   config = ml_collections.ConfigDict()
   config.data = ml_collections.ConfigDict()
+  # auto: 'files' when data.feature_dir or data.files is given, else 'synthetic_clips';
   # synthetic_clips: generated raw clips, extracted here; synthetic_features: a generated
-  # feature-level benchmark; files: real feature files.
-  config.data.source = "synthetic_clips"
+  # feature-level benchmark; files: real feature files. A synthetic source together with
+  # feature_dir/files is refused (the files would be ignored).
+  config.data.source = "auto"
   config.data.feature_dir = ""          # folder of .mat/.npz files, databases found by variable name
   config.data.files = ""                # or explicit 'C=casme2.mat,V=smic_vis.mat'
   config.data.synthetic_seed = 0

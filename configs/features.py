@@ -16,7 +16,10 @@ Any other database from a CSV with columns clip_dir, label, subject, database:
   python -m experiments.extract_features --config configs/features.py --workdir runs/features \
     --config.database=csv --config.root=/data/clips.csv
 
-A tiny run on a generated database (seconds; also what the tests run):
+(a CSV listing clips of several databases needs --config.csv_database=NAME to pick one).
+
+A tiny run on a generated synthetic database (seconds; also what the tests run). It writes
+`{workdir}/SYNTHETIC_SMIC_VIS_seed0.mat`, never a file named like a real database's:
 
   python -m experiments.extract_features --config configs/features.py:runlocal \
     --workdir /tmp/features_smoke
@@ -29,13 +32,19 @@ import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The extraction config; `arg` 'runlocal' writes and extracts a tiny generated database."""
+  """The extraction config; `arg` 'runlocal' writes and extracts a tiny synthetic database."""
   config = ml_collections.ConfigDict()
   # 'casme2', 'smic_hs', 'smic_vis', 'smic_nir' or 'csv'.
   config.database = "casme2"
-  # Folder holding the database (for 'csv' the CSV file). Empty: a generated database is written
-  # under {workdir}/synthetic_raw first (needs tgsr_jax.synthetic).
+  # Folder holding the database (for 'csv' the CSV file). Required unless synthetic is True.
   config.root = ""
+  # True: extract a generated synthetic database (written under {workdir}/synthetic_raw first)
+  # instead of a real one; root must then be empty. The feature file is named
+  # SYNTHETIC_{DB}_seed{seed}.mat (unless out_name is given) and the run says so.
+  config.synthetic = False
+  # database='csv' only: keep the clips of this `database` column value (needed when the CSV
+  # lists several databases); it also names the {DB}_micro_* variables.
+  config.csv_database = ""
   config.sheet = ""  # CASME II coding sheet; default {root}/CASME2-coding-20140508.xlsx
   config.margin = 0.1  # relative margin around the detected face
   config.tim_length = 16
@@ -44,12 +53,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.layout = "benchmark"  # or 'region_major'
   config.skip_bad = False
   config.whole_frame_fallback = False
-  config.num_clips = 0  # generated database only: clips to write (0: the generator's default)
-  config.seed = 0  # generated database only
+  config.num_clips = 0  # synthetic only: clips to write (0: the generator's default)
+  config.seed = 0  # synthetic only
   config.num_workers = 0  # reader threads (0: min(4, cpu count))
-  config.out_name = ""  # feature file stem; default the database name (CASME2, SMIC_VIS, ...)
+  # Feature file stem; default the database name (CASME2, SMIC_VIS, ...), or
+  # SYNTHETIC_{DB}_seed{seed} for a synthetic database.
+  config.out_name = ""
   if arg == "runlocal":
     config.database = "smic_vis"
+    config.synthetic = True
     config.num_clips = 6
   elif arg:
     raise ValueError(f"unknown variant {arg!r}; expected 'runlocal' or nothing")

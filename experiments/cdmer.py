@@ -9,6 +9,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tgsr_jax import experiment
+from tgsr_jax import settings
 from subtle_core import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/cdmer.py",
@@ -19,7 +20,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/cdmer", "Output folder (reruns r
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  experiment.run(_CONFIG.value, _WORKDIR.value)
+  cdmer_settings = settings.CdmerSettings.from_config(_CONFIG.value)  # read and checked once
+  experiment.run(cdmer_settings, _WORKDIR.value)
   print((pathlib.Path(_WORKDIR.value) / "summary.md").read_text())
 
 

@@ -4,6 +4,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from tgsr_jax import extraction
+from tgsr_jax import settings
 from subtle_core import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Extraction config file.",
@@ -15,7 +16,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  result = extraction.run_extraction(_CONFIG.value, _WORKDIR.value)
+  job = settings.ExtractionJob.from_config(_CONFIG.value)  # read and checked once, here
+  result = extraction.run_extraction(job, _WORKDIR.value)
+  print(f"clips from: {result.source}")
   print(f"wrote {result.mat_path} ({len(result.labels)} clips: {result.num_extracted} extracted, "
         f"{result.num_cached} from the cache); metadata {result.metadata_path}")
   if result.bad:

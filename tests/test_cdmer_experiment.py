@@ -11,6 +11,7 @@ import scipy.io
 
 from configs import cdmer as cdmer_config
 from tgsr_jax import experiment
+from tgsr_jax import settings
 from tgsr_jax import sweep
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -179,3 +180,146 @@ def test_generated_clips_source_runs_end_to_end(tmp_path):
   features = tmp_path / "synthetic_clips" / "features"
   assert (features / "SMIC_VIS.mat").exists() and (features / "SMIC_NIR.mat").exists()
   assert not (features / "CASME2.mat").exists()  # only the databases the experiments need
+
+
+# --- No silent wrong results (issue 15) -------------------------------------------------------
+
+
+def _feature_dir(tmp_path, databases=("SMIC_VIS", "SMIC_NIR")):
+  from tgsr_jax.synthetic import features as synthetic_features
+  paths = synthetic_features.write_benchmark(tmp_path / "files", seed=0, scale=0.6,
+                                             databases=databases)
+  return tmp_path / "files", paths
+
+
+def test_feature_dir_is_read_and_named_in_every_output(tmp_path):
+  feature_dir, paths = _feature_dir(tmp_path)
+  config = _runlocal(experiments="V->N")
+  config.data.source = "auto"  # the default of configs/cdmer.py
+  config.data.feature_dir = str(feature_dir)
+  bests = experiment.run(config, tmp_path / "files_run")
+  # The same files generated in-run give the same numbers: the files were read, not ignored.
+  generated = experiment.run(_runlocal(experiments="V->N"), tmp_path / "generated")
+  assert bests[0]["mf1"] == generated[0]["mf1"] and bests[0]["acc"] == generated[0]["acc"]
+  setup = bests[0]["setup"]
+  assert setup["data"]["source"] == "files"
+  assert setup["data"]["files"] == {db: str(p) for db, p in sorted(paths.items())}
+  assert "highest M-F1" in setup["selection_rule"] and "oracle" in setup["selection_rule"]
+  summary = (tmp_path / "files_run" / "summary.md").read_text()
+  assert f"feature files: SMIC_NIR = {paths['SMIC_NIR']}; SMIC_VIS = {paths['SMIC_VIS']}" in summary
+  assert "Grid: 3 kappa (3..85) x 2 xi (0.01..1) = 6 points" in summary
+  assert "float32" in summary and "grouping: regions" in summary
+  assert "Selection: the first grid point, kappa-major, with the highest M-F1" in summary
+  record = json.loads((tmp_path / "files_run" / "summary.json").read_text())
+  assert record["setup"] == setup
+  synthetic = (tmp_path / "generated" / "summary.md").read_text()
+  assert "Data (synthetic_features): synthetic features" in synthetic and "seed 0, scale 0.6" in synthetic
+
+
+def test_synthetic_source_with_feature_files_is_refused(tmp_path):
+  config = _runlocal()  # data.source = 'synthetic_features'
+  config.data.feature_dir = str(tmp_path)
+  with pytest.raises(ValueError, match=r"config.data.source='synthetic_features'.*"
+                                       r"config.data.feature_dir"):
+    experiment.run(config, tmp_path / "out")
+  config = _runlocal()
+  config.data.source = "synthetic_clips"
+  config.data.files = "V=v.mat"
+  with pytest.raises(ValueError, match=r"config.data.source='synthetic_clips'.*config.data.files"):
+    experiment.run(config, tmp_path / "out")
+  assert not (tmp_path / "out").exists()
+  assert settings.resolve_source(cdmer_config.get_config()) == "synthetic_clips"
+  assert settings.resolve_source(cdmer_config.get_config("paper")) == "files"
+
+
+def test_duplicate_experiments_are_refused(tmp_path):
+  with pytest.raises(ValueError, match=r"config.experiments: 'V->N' is listed twice"):
+    experiment.run(_runlocal(experiments="V->N,C->H,V->N"), tmp_path)
+  with pytest.raises(ValueError, match=r"listed twice"):
+    experiment.run(_runlocal(experiments="V->N,smic_vis->n"), tmp_path)
+  assert not list(tmp_path.iterdir())
+
+
+def test_num_groups_must_fit_the_grouping(tmp_path):
+  with pytest.raises(ValueError, match=r"config.num_groups=5 disagrees with config.grouping"):
+    experiment.run(_runlocal(num_groups=5), tmp_path)
+  with pytest.raises(ValueError, match=r"config.num_groups must be a positive integer, got 0"):
+    experiment.run(_runlocal(num_groups=0, grouping="contiguous"), tmp_path)
+  with pytest.raises(ValueError, match=r"config.kappas must be integers in \[1, config.num_groups=5\]"):
+    experiment.run(_runlocal(num_groups=5, grouping="contiguous"), tmp_path)  # kappa 9, 85 > 5
+
+
+def test_malformed_grids_name_the_field(tmp_path):
+  # What ml_collections makes of --config.xis='(nan,)': a tuple holding the string.
+  with pytest.raises(ValueError, match=r"config.xis: expected a tuple of numbers"):
+    experiment.run(_runlocal(xis=("(nan,)",)), tmp_path)
+  with pytest.raises(ValueError, match=r"config.xis must be finite numbers >= 0"):
+    experiment.run(_runlocal(xis=(float("nan"), 1.0)), tmp_path)
+  with pytest.raises(ValueError, match=r"config.kappas: expected a tuple of integers"):
+    experiment.run(_runlocal(kappas=(1.5, 3)), tmp_path)
+  assert not list(tmp_path.iterdir())
+
+
+def test_non_converged_points_are_flagged(tmp_path, caplog):
+  config = _runlocal(experiments="V->N")
+  config.solver.max_iterations = 0
+  with caplog.at_level("WARNING"):
+    bests = experiment.run(config, tmp_path)
+  assert bests[0]["converged_points"] == 0 and not bests[0]["converged"]
+  assert any("V->N: no grid point converged (0 of 6)" in r.getMessage() for r in caplog.records)
+  summary = (tmp_path / "summary.md").read_text()
+  assert "| V->N |" in summary and "| 0/6 **(selected point not converged)** |" in summary
+  assert "## Warning: not converged" in summary
+  table = list(csv.DictReader(open(tmp_path / "summary.csv")))
+  assert (table[0]["converged_points"], table[0]["best_converged"]) == ("0", "0")
+  saved = json.loads((tmp_path / "SMIC_VIS_to_SMIC_NIR" / "best.json").read_text())
+  assert saved["converged_points"] == 0 and saved["converged"] is False
+  caplog.clear()
+  fine = experiment.run(_runlocal(experiments="V->N"), tmp_path / "fine")
+  assert fine[0]["converged_points"] == 6 and not caplog.records
+  assert "| 6/6 |" in (tmp_path / "fine" / "summary.md").read_text()
+
+
+def test_missing_source_class_is_named_by_its_label(tmp_path):
+  rng = np.random.default_rng(0)
+  labels = {"SMIC_VIS": np.array([1, 2] * 6), "SMIC_NIR": np.arange(12) % 3 + 1}
+  for db, name in (("SMIC_VIS", "vis.mat"), ("SMIC_NIR", "nir.mat")):
+    scipy.io.savemat(tmp_path / name, {f"{db}_micro_feature": rng.random((12, 85 * 4)),
+                                       f"{db}_micro_label": labels[db]})
+  config = _runlocal(experiments="N->V,V->N", kappas=(1, 2), xis=(1.0,), grouping="contiguous")
+  config.data.source = "files"
+  config.data.files = f"V={tmp_path / 'vis.mat'},N={tmp_path / 'nir.mat'}"
+  with pytest.raises(ValueError, match=r"vis.mat: the source database SMIC_VIS has no sample of "
+                                       r"class 3 \(Surprise\)"):
+    experiment.run(config, tmp_path / "out")
+  assert not (tmp_path / "out" / "SMIC_NIR_to_SMIC_VIS").exists()  # refused before any sweep
+
+
+def test_empty_feature_dir_is_named(tmp_path):
+  config = _runlocal()
+  config.data.source = "files"
+  config.data.feature_dir = str(tmp_path / "empty")
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ValueError, match=r"config.data.feature_dir: .*empty holds no feature file "
+                                       r"\(it is empty\)"):
+    experiment.run(config, tmp_path / "out")
+  (tmp_path / "empty" / "notes.txt").write_text("x")
+  with pytest.raises(ValueError, match=r"holds no feature file \(it holds \['notes.txt'\]\)"):
+    experiment.run(config, tmp_path / "out")
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.data.feature_dir=/nowhere",
+     "error: config.data.source='synthetic_features' generates synthetic data, but "
+     "config.data.feature_dir='/nowhere' names feature files"),
+    ("--config.xis=(nan,)", "error: config.xis: expected a tuple of numbers"),
+])
+def test_cli_errors_are_one_line_naming_the_field(tmp_path, flag, message):
+  cmd = [sys.executable, "-m", "experiments.cdmer", "--config", "configs/cdmer.py:runlocal", flag,
+         f"--workdir={tmp_path}"]
+  done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2, done.stderr[-2000:]
+  lines = done.stderr.strip().splitlines()
+  assert lines[0].startswith(message), lines[0]
+  assert "Traceback" not in done.stderr
+  pathlib.Path(lines[1].split("saved to ")[1].split(";")[0]).unlink()

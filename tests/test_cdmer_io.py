@@ -143,7 +143,7 @@ def test_parse_experiments():
   assert exps[1].kind == "TYPE-II"
   assert len(protocol.parse_experiments(",".join(protocol.ALL_EXPERIMENTS))) == 12
   for bad, message in [("V-N", "SRC->TGT"), ("V->X", "unknown database"), ("V->V", "same source"),
-                       ("", "no experiment")]:
+                       ("", "no experiment"), ("V->N,C->H,v->n", "'v->n' is listed twice")]:
     with pytest.raises(ValueError, match=message):
       protocol.parse_experiments(bad)
 

@@ -1,4 +1,5 @@
 """The extraction library and CLI end to end on a tiny SMIC-layout tree of rendered faces."""
+import json
 import os
 import pathlib
 import subprocess
@@ -218,13 +219,93 @@ def test_regenerating_a_database_leaves_no_stale_clips(tmp_path):
 
 
 def test_damaged_cache_entries_are_recomputed(tmp_path):
+  from subtle_core import runfolder
+  from tgsr_jax import extraction_outputs
+  cache = extraction_outputs.ClipCache(tmp_path)
   box = extraction.face_lib.FaceBox(1, 2, 30, 40, detected=True)
   features = np.arange(6, dtype=np.float32)
-  extraction._cache_save(tmp_path, "k", features, box)
-  got, got_box = extraction._cache_load(tmp_path, "k")
+  fp = runfolder.fingerprint(clip="k")
+  path = cache.save(fp, features, box)
+  got, got_box = cache.load(fp)
   np.testing.assert_array_equal(got, features)
   assert got_box.as_tuple() == box.as_tuple() and got_box.detected
-  path = tmp_path / "k.npz"
+  # An entry saved under another fingerprint (e.g. copied over this name) is not used.
+  other = runfolder.fingerprint(clip="other")
+  other_path = cache.save(other, features + 1, box)
+  path.write_bytes(other_path.read_bytes())
+  assert cache.load(fp) is None
+  cache.save(fp, features, box)
   for damaged in (b"", path.read_bytes()[:40], b"PK\x03\x04 junk"):
     path.write_bytes(damaged)
-    assert extraction._cache_load(tmp_path, "k") is None
+    assert cache.load(fp) is None
+
+
+def test_generated_database_marker_is_a_fingerprinted_result(tmp_path, monkeypatch):
+  from tgsr_jax.synthetic import microexpressions
+  root = tmp_path / "raw"
+  extraction.write_generated_database(root, "SMIC_NIR", seed=0, num_clips=3)
+  marker = root / ".SMIC_NIR.complete.json"
+  assert json.loads(marker.read_text())["fingerprint"]["fields"] == {
+      "database": "SMIC_NIR", "num_clips": 3, "seed": 0}
+  calls = []
+  real = microexpressions.write_database
+  monkeypatch.setattr(microexpressions, "write_database",
+                      lambda *a, **k: calls.append(k) or real(*a, **k))
+  extraction.write_generated_database(root, "SMIC_NIR", seed=0, num_clips=3)
+  assert calls == []  # same arguments: reused
+  marker.write_text("{not json")  # a damaged marker means an unfinished generation
+  extraction.write_generated_database(root, "SMIC_NIR", seed=0, num_clips=3)
+  assert calls == [{"seed": 0, "num_clips": 3}]
+  extraction.write_generated_database(root, "SMIC_NIR", seed=0, num_clips=4)  # other settings
+  assert calls[-1] == {"seed": 0, "num_clips": 4}
+  assert len(extraction.read_generated_database(root, "SMIC_NIR")) == 4
+
+
+def _features_config(**overrides):
+  from configs import features as features_config
+  config = features_config.get_config()
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def test_extraction_without_root_needs_synthetic_and_says_so(tmp_path):
+  with pytest.raises(ValueError, match=r"config.root is empty: .*--config.synthetic=True"):
+    extraction.run_extraction(_features_config(database="smic_vis"), tmp_path)
+  with pytest.raises(ValueError, match=r"config.synthetic=True .*config.root='/data'"):
+    extraction.run_extraction(_features_config(synthetic=True, root="/data"), tmp_path)
+  assert not list(tmp_path.iterdir())  # refused before writing anything
+  from configs import features as features_config
+  config = features_config.get_config("runlocal")  # synthetic=True, 6 SMIC-VIS clips
+  result = extraction.run_extraction(config, tmp_path)
+  assert result.mat_path == tmp_path / "SYNTHETIC_SMIC_VIS_seed0.mat"
+  assert not (tmp_path / "SMIC_VIS.mat").exists()
+  assert result.source.startswith("synthetic (tgsr_jax.synthetic.microexpressions, seed 0)")
+  assert cdmer_io.read_feature_file(result.mat_path).database == "SMIC_VIS"
+
+
+def test_csv_of_several_databases_needs_csv_database(tmp_path):
+  rng = np.random.default_rng(0)
+  rows = ["clip_dir,label,subject,database"]
+  for i, db in enumerate(("A", "B", "A")):
+    folder = tmp_path / "clips" / f"c{i}"
+    folder.mkdir(parents=True)
+    for n in range(3):
+      cv2.imwrite(str(folder / f"f{n}.png"), rng.integers(0, 255, (24, 24), np.uint8))
+    rows.append(f"clips/c{i},{i % 3 + 1},s{i},{db}")
+  (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+  config = _features_config(database="csv", root=str(tmp_path / "list.csv"), size=48,
+                            whole_frame_fallback=True, num_workers=1)
+  with pytest.raises(ValueError, match=r"list.csv lists clips of 2 databases \['A', 'B'\]; set "
+                                       r"--config.csv_database"):
+    extraction.run_extraction(config, tmp_path / "out")
+  config.csv_database = "C"
+  with pytest.raises(ValueError, match=r"config.csv_database='C': .*database column holds "
+                                       r"\['A', 'B'\]"):
+    extraction.run_extraction(config, tmp_path / "out")
+  config.csv_database = "A"
+  result = extraction.run_extraction(config, tmp_path / "out")
+  assert [r.clip for r in result.records] == ["c0", "c2"]
+  assert result.mat_path == tmp_path / "out" / "A.mat" and result.source == config.root
+  read = cdmer_io.read_feature_file(result.mat_path, "A", classes=(1, 2, 3))
+  np.testing.assert_array_equal(read.labels, [1, 3])

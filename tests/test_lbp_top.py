@@ -145,7 +145,7 @@ def test_conventions_match_real_casme2_features(shared):
   frames = np.stack([cv2.imread(str(shared("casme2_clip", "frames", f"in_{i:03d}.jpg")), 0)
                      for i in range(1, 11)])
   small = np.stack([cv2.resize(f, (112, 112), interpolation=cv2.INTER_AREA) for f in frames])
-  clip = np.clip(np.round(np.asarray(tgsr_jax.tim(small, 16))), 0, 255).astype(np.uint8)
+  clip = np.clip(np.round(np.asarray(tgsr_jax.temporal_interpolate(small, 16))), 0, 255).astype(np.uint8)
   path = shared("cdmer", "ssfr", "CrossCorpus_LBPTOP_R3P8_CASME2_112by112.mat")
   with h5py.File(path, "r") as f:
     real = np.asarray(f["CASME2_micro_feature"]).T

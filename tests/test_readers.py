@@ -154,3 +154,52 @@ def test_load_clip_errors(tmp_path):
   with pytest.raises(BadClipError, match="a2.jpg"):
     load_clip([tmp_path / "a1.jpg", tmp_path / "a2.jpg"])
   assert readers.natural_key("img2.jpg") < readers.natural_key("img10.jpg")
+
+
+def test_smic_emotion_folders_in_any_case(tmp_path):
+  base = tmp_path / "SMIC" / "HS"
+  for i, emotion in enumerate(("Negative", "NEGATIVE", "positive", "Surprise")):
+    subject = "s1" if i != 1 else "s2"
+    for n in (1, 2):
+      _frame(base / subject / "micro" / emotion / f"{subject}_{emotion}_{i}" / f"image{n}.bmp", n)
+  (base / "s1" / "micro" / ".DS_Store").write_bytes(b"\0")  # hidden files are not folders
+  (base / "s1" / "micro" / ".hidden_folder").mkdir()
+  records = readers.read_smic(tmp_path, "HS")
+  assert [(r.subject, r.label, r.emotion) for r in records] == [
+      ("1", 1, "negative"), ("1", 2, "positive"), ("1", 3, "surprise"), ("2", 1, "negative")]
+  (base / "s2" / "micro" / "happy").mkdir()
+  with pytest.raises(ValueError, match=r"s2/micro/happy: not an emotion folder; expected one of "
+                                       r"\['negative', 'positive', 'surprise'\]"):
+    readers.read_smic(tmp_path, "HS")
+  (base / "s2" / "micro" / "happy").rmdir()
+  (base / "s2" / "micro" / "negative").mkdir()
+  with pytest.raises(ValueError, match=r"holds both NEGATIVE/ and negative/"):
+    readers.read_smic(tmp_path, "HS")
+
+
+def test_casme2_sheet_that_is_not_xlsx_or_keeps_no_clip(tmp_path):
+  (tmp_path / "CASME2_RAW_selected").mkdir()
+  (tmp_path / "sheet.xlsx").write_text("Subject,Filename\n01,EP02_01f\n")  # a CSV renamed
+  with pytest.raises(ValueError, match=r"coding sheet .*sheet.xlsx cannot be read as an .xlsx "
+                                       r"workbook \(BadZipFile"):
+    readers.read_casme2(tmp_path, sheet=tmp_path / "sheet.xlsx")
+  _sheet(tmp_path / "others.xlsx", [("01", "EP02_01f", None, 1, 2, 3, None, "12", "others"),
+                                    ("02", "EP03_02", None, 1, 2, 3, None, "4", "fear")])
+  with pytest.raises(ValueError, match=r"others.xlsx: none of its 2 rows has an emotion the class "
+                                       r"mapping keeps; its Estimated Emotion values are "
+                                       r"\['fear', 'others'\]"):
+    readers.read_casme2(tmp_path, sheet=tmp_path / "others.xlsx")
+
+
+def test_csv_clip_dir_that_does_not_exist_is_named(tmp_path):
+  for n in (1, 2):
+    _frame(tmp_path / "clips" / "a" / f"f{n}.jpg", n)
+  (tmp_path / "clips" / "empty").mkdir()
+  (tmp_path / "list.csv").write_text("clip_dir,label,subject,database\n"
+                                     "clips/a,1,s1,DB\nclips/typo,2,s1,DB\nclips/empty,3,s1,DB\n")
+  good, missing, empty = readers.read_clip_csv(tmp_path / "list.csv")
+  assert load_clip(good).shape == (2, 6, 5)
+  with pytest.raises(BadClipError, match=r"clip DB/s1/typo: its folder .*clips/typo does not exist"):
+    load_clip(missing)
+  with pytest.raises(BadClipError, match=r"clip DB/s1/empty has 0 frame\(s\) in .*clips/empty"):
+    load_clip(empty)

@@ -14,7 +14,7 @@ def _read(paths):
 def test_matches_official_output(shared):
   frames = _read([shared("casme2_clip", "frames", f"in_{i:03d}.jpg") for i in range(1, 11)])
   official = _read([shared("casme2_clip", "tim16", f"{i:02d}.jpg") for i in range(1, 17)])
-  out = np.asarray(tgsr_jax.tim(frames, 16))
+  out = np.asarray(tgsr_jax.temporal_interpolate(frames, 16))
   assert out.shape == (16, 340, 280)
   err = out - official
   psnr = 10 * np.log10(255.0 ** 2 / np.mean(err ** 2))
@@ -31,13 +31,13 @@ def test_matches_official_output(shared):
 
 def test_reproduces_input_frames_at_their_positions():
   frames = np.random.default_rng(0).uniform(0, 255, (7, 5, 4, 3))  # (T, H, W, C)
-  at_frames = np.asarray(tgsr_jax.tim(frames.astype(np.float32), 0,
+  at_frames = np.asarray(tgsr_jax.temporal_interpolate(frames.astype(np.float32), 0,
                                       positions=np.arange(1, 8) / 7))
   np.testing.assert_allclose(at_frames, frames, atol=1e-3)
   np.testing.assert_allclose(tim_matrix(7, 0, positions=np.arange(1, 8) / 7), np.eye(7),
                              atol=1e-12)
   # The default positions linspace(1/N, 1, K) hit frames 1 and N exactly.
-  out = np.asarray(tgsr_jax.tim(frames.astype(np.float32), 13))
+  out = np.asarray(tgsr_jax.temporal_interpolate(frames.astype(np.float32), 13))
   np.testing.assert_allclose(out[[0, -1]], frames[[0, -1]], atol=1e-3)
 
 
@@ -56,8 +56,15 @@ def test_is_the_cosine_series_and_batches():
     expected += np.cos(np.pi * kk * (n * t - 0.5) / n)[:, None] * a
   np.testing.assert_allclose(m @ x, expected, atol=1e-10)
   batch = np.random.default_rng(2).uniform(size=(2, n, 4, 5)).astype(np.float32)
-  out = np.asarray(tgsr_jax.tim(batch, k, axis=1))
+  out = np.asarray(tgsr_jax.temporal_interpolate(batch, k, axis=1))
   assert out.shape == (2, k, 4, 5)
-  np.testing.assert_allclose(out[1], np.asarray(tgsr_jax.tim(batch[1], k)), atol=1e-5)
+  np.testing.assert_allclose(out[1], np.asarray(tgsr_jax.temporal_interpolate(batch[1], k)), atol=1e-5)
   with pytest.raises(ValueError, match="at least 2"):
-    tgsr_jax.tim(batch[:, :1], k, axis=1)
+    tgsr_jax.temporal_interpolate(batch[:, :1], k, axis=1)
+
+
+def test_package_keeps_the_module_reachable():
+  import types
+  from tgsr_jax import tim as tim_module
+  assert isinstance(tgsr_jax.tim, types.ModuleType) and tgsr_jax.tim is tim_module
+  assert tgsr_jax.temporal_interpolate is tim_module.temporal_interpolate is tim_module.tim

@@ -16,66 +16,38 @@ Outputs (written atomically):
   face box);
 * ``{out}_bad_clips.txt``: the clips that could not be used and why (only when there are any).
 
-Features of every clip are cached under ``cache_dir``, keyed by a hash of the frame files'
-(path, size, mtime) and the extraction settings, so a rerun only extracts changed clips.
+Features of every clip are cached under ``cache_dir``
+(:class:`tgsr_jax.extraction_outputs.ClipCache`), stored under the fingerprint of the frame
+files (path, size, mtime) and the extraction settings, so a rerun only extracts changed clips.
+This module orchestrates; :mod:`tgsr_jax.extraction_outputs` writes the metadata, the report
+and the cache. Settings come as frozen objects (:mod:`tgsr_jax.settings`).
 """
 from __future__ import annotations
 
 import concurrent.futures
-import csv
 import dataclasses
-import hashlib
-import json
 import os
 import pathlib
 import re
 import shutil
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 import tqdm
 
-from subtle_core import atomic
+from subtle_core import runfolder
 from tgsr_jax import cdmer_io
+from tgsr_jax import extraction_outputs
 from tgsr_jax import face as face_lib
 from tgsr_jax import layout as layout_lib
 from tgsr_jax import lbp_top
 from tgsr_jax.readers import BadClipError, ClipRecord, load_clip
+from tgsr_jax.extraction_outputs import read_metadata  # noqa: F401  (re-exported)
+from tgsr_jax.settings import ExtractionJob, ExtractionSettings
 from tgsr_jax.tim import tim_matrix
 
-CACHE_VERSION = 1
 BENCHMARK_NAMES = ("CASME2", "SMIC_HS", "SMIC_VIS", "SMIC_NIR")
-
-
-@dataclasses.dataclass(frozen=True)
-class ExtractionSettings:
-  """Everything that changes the features of a clip (part of the cache key).
-
-  Attributes:
-    margin: relative margin around the detected face (see :func:`tgsr_jax.face.face_box`).
-    tim_length: frames after TIM.
-    size: frames are resized to ``size x size``.
-    interpolation: bilinear LBP neighbours instead of rounded positions.
-    whole_frame_fallback: use the whole frame when no face is found (else the clip is bad).
-    radius: LBP-TOP radius in X, Y and T.
-    points: LBP-TOP neighbours per plane.
-    layout: column order of the written file, 'benchmark' or 'region_major' (not part of the
-      cache key: the cache holds region-major features).
-  """
-  margin: float = 0.1
-  tim_length: int = 16
-  size: int = 112
-  interpolation: bool = False
-  whole_frame_fallback: bool = False
-  radius: int = 3
-  points: int = 8
-  layout: str = "benchmark"
-
-  def cache_fields(self) -> dict[str, Any]:
-    fields = dataclasses.asdict(self)
-    fields.pop("layout")
-    return fields
 
 
 @dataclasses.dataclass
@@ -93,6 +65,8 @@ class ExtractionResult:
     bad: ``(clip name, reason)`` of every unusable clip.
     num_extracted: clips computed in this run.
     num_cached: clips read from the cache.
+    source: where the clips came from (the database folder, or 'synthetic ...'); set by
+      :func:`run_extraction`.
   """
   mat_path: pathlib.Path
   metadata_path: pathlib.Path
@@ -104,6 +78,7 @@ class ExtractionResult:
   bad: list[tuple[str, str]]
   num_extracted: int
   num_cached: int
+  source: str = ""
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
@@ -152,46 +127,13 @@ def resize_and_tim(frames: np.ndarray, *, size: int, tim_length: int) -> np.ndar
   return np.clip(np.round(interpolated), 0, 255).astype(np.uint8)
 
 
-def clip_cache_key(record: ClipRecord, settings: ExtractionSettings) -> str:
-  """Hash of the clip's frame files (path, size, mtime) and the settings."""
-  h = hashlib.sha256()
-  h.update(json.dumps({"version": CACHE_VERSION, "settings": settings.cache_fields()},
-                      sort_keys=True).encode())
-  for path in record.frame_paths:
-    try:
-      st = os.stat(path)
-      stamp = (st.st_size, st.st_mtime_ns)
-    except OSError:
-      stamp = (-1, -1)
-    h.update(f"{os.path.abspath(path)}\0{stamp[0]}\0{stamp[1]}\n".encode())
-  return h.hexdigest()
-
-
-def _cache_load(cache_dir: pathlib.Path, key: str):
-  path = cache_dir / f"{key}.npz"
-  if not path.is_file():
-    return None
-  try:
-    with np.load(path) as data:
-      return data["features"], face_lib.FaceBox(*(int(v) for v in data["box"][:4]),
-                                                detected=bool(data["box"][4]))
-  except Exception:  # pylint: disable=broad-except
-    return None  # a damaged entry (truncated, empty, foreign) is recomputed
-
-
-def _cache_save(cache_dir: pathlib.Path, key: str, features: np.ndarray,
-                box: face_lib.FaceBox) -> None:
-  with atomic.atomic_path(cache_dir / f"{key}.npz") as tmp:
-    with open(tmp, "wb") as f:
-      np.savez(f, features=features, box=np.array(box.as_tuple() + (int(box.detected),)))
-
-
 def database_variable_name(records: Sequence[ClipRecord], database: str | None = None) -> str:
   """The ``{DB}`` of the .mat variables: ``database`` or the records' common database name."""
   if database is None:
     names = sorted({r.database for r in records})
     if len(names) != 1:
-      raise ValueError(f"records come from {len(names)} databases {names}; pass database=")
+      raise ValueError(f"records come from {len(names)} databases {names}; pass database= "
+                       "(the CLI: --config.csv_database)")
     database = names[0]
   name = re.sub(r"\W", "_", database)
   if not name or name[0].isdigit():
@@ -227,7 +169,7 @@ def extract_database(records: Sequence[ClipRecord], out_path: str | os.PathLike,
     ValueError: for an empty record list or unknown layout.
   """
   if not records:
-    raise ValueError("no clip records to extract")
+    raise ValueError(f"no clip records to extract into {out_path}; the reader found no clip")
   if settings.layout not in ("benchmark", "region_major"):
     raise ValueError(f"layout must be 'benchmark' or 'region_major', got {settings.layout!r}")
   db = database_variable_name(records, database)
@@ -237,9 +179,7 @@ def extract_database(records: Sequence[ClipRecord], out_path: str | os.PathLike,
   stem = out_path.with_suffix("")
   metadata_path = stem.with_name(stem.name + "_clips.csv")
   report_path = stem.with_name(stem.name + "_bad_clips.txt")
-  cache = pathlib.Path(cache_dir) if cache_dir is not None else None
-  if cache is not None:
-    cache.mkdir(parents=True, exist_ok=True)
+  cache = extraction_outputs.ClipCache(cache_dir) if cache_dir is not None else None
   if num_workers is None:
     num_workers = max(1, min(4, os.cpu_count() or 1))
 
@@ -247,10 +187,10 @@ def extract_database(records: Sequence[ClipRecord], out_path: str | os.PathLike,
   feats: list[np.ndarray | None] = [None] * n
   boxes: list[face_lib.FaceBox | None] = [None] * n
   errors: dict[int, str] = {}
-  keys = [clip_cache_key(r, settings) for r in records]
+  keys = [extraction_outputs.ClipCache.fingerprint(r, settings) for r in records]
   todo = []
   for i, key in enumerate(keys):
-    hit = _cache_load(cache, key) if cache is not None else None
+    hit = cache.load(key) if cache is not None else None
     if hit is not None:
       feats[i], boxes[i] = hit
     else:
@@ -279,7 +219,7 @@ def extract_database(records: Sequence[ClipRecord], out_path: str | os.PathLike,
     for (i, _, box), row in zip(pending, out):
       feats[i], boxes[i] = row, box
       if cache is not None:
-        _cache_save(cache, keys[i], row, box)
+        cache.save(keys[i], row, box)
     bar.update(len(pending))
     pending.clear()
 
@@ -297,15 +237,11 @@ def extract_database(records: Sequence[ClipRecord], out_path: str | os.PathLike,
   bar.close()
 
   bad = [(records[i].name, errors[i]) for i in sorted(errors)]
-  if bad:
-    lines = [f"{name}\t{reason}" for name, reason in bad]
-    atomic.write_text(report_path, "\n".join(lines) + "\n")
-    if not skip_bad:
-      listing = "\n  ".join(f"{name}: {reason}" for name, reason in bad)
-      raise BadClipError(f"{len(bad)} of {n} clips could not be used (report: {report_path}; "
-                         f"set skip_bad=True to continue past them):\n  {listing}")
-  elif report_path.exists():
-    report_path.unlink()  # a stale report of an earlier run would mislead
+  extraction_outputs.write_bad_clip_report(report_path, bad)
+  if bad and not skip_bad:
+    listing = "\n  ".join(f"{name}: {reason}" for name, reason in bad)
+    raise BadClipError(f"{len(bad)} of {n} clips could not be used (report: {report_path}; "
+                       f"set skip_bad=True to continue past them):\n  {listing}")
 
   good = [i for i in range(n) if i not in errors]
   if not good:
@@ -317,7 +253,7 @@ def extract_database(records: Sequence[ClipRecord], out_path: str | os.PathLike,
   labels = np.array([records[i].label for i in good], dtype=np.uint8)
 
   cdmer_io.write_feature_file(out_path, db, features, labels)
-  _write_metadata(metadata_path, [records[i] for i in good], [boxes[i] for i in good], settings)
+  extraction_outputs.write_metadata(metadata_path, [records[i] for i in good], [boxes[i] for i in good], settings)
   return ExtractionResult(
       mat_path=out_path, metadata_path=metadata_path, report_path=report_path if bad else None,
       features=features, labels=labels.astype(np.int64), records=[records[i] for i in good],
@@ -325,35 +261,9 @@ def extract_database(records: Sequence[ClipRecord], out_path: str | os.PathLike,
       num_cached=num_cached)
 
 
-def _write_metadata(path: pathlib.Path, records: Iterable[ClipRecord],
-                    boxes: Iterable[face_lib.FaceBox], settings: ExtractionSettings) -> None:
-  header = ["index", "database", "subject", "clip", "label", "emotion", "num_frames",
-            "first_frame", "last_frame", "onset", "apex", "offset", "face_x0", "face_y0",
-            "face_x1", "face_y1", "face_detected", "tim_length", "size"]
-  with atomic.atomic_path(path) as tmp:
-    with open(tmp, "w", newline="") as f:
-      w = csv.writer(f)
-      w.writerow(header)
-      for i, (r, b) in enumerate(zip(records, boxes)):
-        w.writerow([i, r.database, r.subject, r.clip, r.label, r.emotion, len(r.frame_paths),
-                    os.path.basename(r.frame_paths[0]), os.path.basename(r.frame_paths[-1]),
-                    "" if r.onset is None else r.onset, "" if r.apex is None else r.apex,
-                    "" if r.offset is None else r.offset, b.x0, b.y0, b.x1, b.y1,
-                    int(b.detected), settings.tim_length, settings.size])
-
-
-def read_metadata(path: str | os.PathLike) -> list[dict[str, str]]:
-  """Reads the per-clip CSV written next to a feature file."""
-  with open(path, newline="") as f:
-    return list(csv.DictReader(f))
-
-
 def settings_from_config(config) -> ExtractionSettings:
   """The :class:`ExtractionSettings` of an extraction config (configs/features.py)."""
-  return ExtractionSettings(
-      margin=float(config.margin), tim_length=int(config.tim_length), size=int(config.size),
-      interpolation=bool(config.interpolation),
-      whole_frame_fallback=bool(config.whole_frame_fallback), layout=str(config.layout))
+  return ExtractionJob.from_config(config).settings
 
 
 _KIND_TO_DB = {"casme2": "CASME2", "smic_hs": "SMIC_HS", "smic_vis": "SMIC_VIS",
@@ -374,21 +284,24 @@ def write_generated_database(root: str | os.PathLike, name: str, *, seed: int = 
                              num_clips: int | None = None) -> pathlib.Path:
   """Writes a synthetic database in its release layout under ``root``, once.
 
-  A marker file ``{root}/.{name}.complete`` written after the generator returns makes later calls
-  with the same arguments skip the work. Otherwise (no marker: a first or interrupted run; or a
-  different seed or size) the database's folders are deleted first and written anew, so no clip
-  or frame of an earlier generation can mix into the new one.
+  A marker ``{root}/.{name}.complete.json`` (a :class:`subtle_core.runfolder.ResultStore`
+  entry under the fingerprint of the database, seed and size), written after the generator
+  returns, makes later calls with the same arguments skip the work. Otherwise (no marker: a
+  first or interrupted run; or a different seed or size) the database's folders are deleted
+  first and written anew, so no clip or frame of an earlier generation can mix into the new one.
   """
   from tgsr_jax.synthetic import microexpressions  # written by the synthetic-data module
 
   root = pathlib.Path(root)
   root.mkdir(parents=True, exist_ok=True)
-  marker = root / f".{name}.complete"
-  stamp = json.dumps({"seed": int(seed), "num_clips": num_clips})
-  if marker.is_file() and marker.read_text() == stamp:
+  store = runfolder.ResultStore(root)
+  marker = f".{name}.complete"
+  fp = runfolder.fingerprint(database=name, seed=int(seed), num_clips=num_clips)
+  if store.load_json(marker, fp) is not None:
     return root
-  if marker.exists():
-    marker.unlink()
+  for path in (store.path(marker), root / marker):  # the marker (and an older plain one) first
+    if path.exists():
+      path.unlink()
   for path in microexpressions.database_paths(root, name):
     if os.path.isdir(path):
       shutil.rmtree(path)
@@ -397,8 +310,8 @@ def write_generated_database(root: str | os.PathLike, name: str, *, seed: int = 
   kwargs = {"seed": int(seed)}
   if num_clips:
     kwargs["num_clips"] = int(num_clips)
-  microexpressions.write_database(root, name, **kwargs)
-  atomic.write_text(marker, stamp)
+  truth = microexpressions.write_database(root, name, **kwargs)
+  store.save_json(marker, fp, {"clips": len(truth.clips)})
   return root
 
 
@@ -441,31 +354,59 @@ def prepare_synthetic_feature_dir(workdir: str | os.PathLike, *, seed: int = 0,
 def run_extraction(config, workdir: str | os.PathLike) -> ExtractionResult:
   """The extraction entry point (experiments/extract_features.py) as a library function.
 
+  A real database needs ``config.root``. A generated synthetic database needs
+  ``config.synthetic=True`` (and no root); its feature file is named
+  ``SYNTHETIC_{DB}_seed{seed}.mat`` unless ``config.out_name`` says otherwise, and
+  :attr:`ExtractionResult.source` says it is synthetic.
+
   Args:
-    config: a configs/features.py config.
+    config: a configs/features.py config (read and checked once) or a
+      :class:`tgsr_jax.settings.ExtractionJob`.
     workdir: output folder.
 
   Returns:
     the :class:`ExtractionResult`.
+
+  Raises:
+    ValueError: naming the config field that is missing or contradicts another.
   """
   from tgsr_jax import readers
 
+  job = config if isinstance(config, ExtractionJob) else ExtractionJob.from_config(config)
   workdir = pathlib.Path(workdir)
-  kind = str(config.database).lower()
-  settings = settings_from_config(config)
-  if config.root:
-    kwargs = {"sheet": config.sheet} if kind == "casme2" and config.sheet else {}
-    records = readers.read_database(kind, config.root, **kwargs)
-  else:
-    if kind not in _KIND_TO_DB:
-      raise ValueError(f"config.root is empty: a generated database needs database in "
-                       f"{sorted(_KIND_TO_DB)}, got {kind!r}")
-    name = _KIND_TO_DB[kind]
-    raw = write_generated_database(workdir / "synthetic_raw", name, seed=int(config.seed),
-                                   num_clips=int(config.num_clips) or None)
-    records = read_generated_database(raw, name)
+  kind = job.database
   database = _KIND_TO_DB.get(kind)
-  out_name = config.out_name or database_variable_name(records, database)
-  return extract_database(records, workdir / f"{out_name}.mat", settings=settings,
-                          cache_dir=workdir / "cache", skip_bad=bool(config.skip_bad),
-                          database=database, num_workers=int(config.num_workers) or None)
+  if job.root:
+    kwargs = {"sheet": job.sheet} if kind == "casme2" and job.sheet else {}
+    records = readers.read_database(kind, job.root, **kwargs)
+    source = job.root
+    if kind == "csv":
+      records, database = _csv_database(records, job.csv_database, job.root)
+    out_name = job.out_name or database_variable_name(records, database)
+  else:
+    raw = write_generated_database(workdir / "synthetic_raw", database, seed=job.seed,
+                                   num_clips=job.num_clips or None)
+    records = read_generated_database(raw, database)
+    source = f"synthetic (tgsr_jax.synthetic.microexpressions, seed {job.seed}) under {raw}"
+    out_name = job.out_name or f"SYNTHETIC_{database}_seed{job.seed}"
+  result = extract_database(records, workdir / f"{out_name}.mat", settings=job.settings,
+                            cache_dir=workdir / "cache", skip_bad=job.skip_bad,
+                            database=database, num_workers=job.num_workers or None)
+  return dataclasses.replace(result, source=source)
+
+
+def _csv_database(records: list[ClipRecord], name: str, csv_path) -> tuple[list[ClipRecord], str]:
+  """The records of one database of a clip CSV: ``name``, or the only one the CSV lists."""
+  names = sorted({r.database for r in records})
+  if name:
+    kept = [r for r in records if r.database == name]
+    if not kept:
+      raise ValueError(f"config.csv_database={name!r}: {csv_path} lists no clip of that "
+                       f"database; its database column holds {names}")
+    return kept, name
+  if len(names) > 1:
+    raise ValueError(f"{csv_path} lists clips of {len(names)} databases {names}; set "
+                     "--config.csv_database to the one to extract")
+  if not names:
+    raise ValueError(f"{csv_path} lists no clip; expected one row per clip")
+  return records, names[0]

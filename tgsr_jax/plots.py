@@ -1,25 +1,33 @@
-"""Figures of the TGSR paper: selected regions (Fig. 2) and parameter sensitivity (Figs. 3-4)."""
+"""Figures of the TGSR paper: selected regions (Fig. 2) and parameter sensitivity (Figs. 3-4).
+
+Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through
+pyplot: matplotlib is imported only when a figure is drawn, and the backend of a running
+notebook (or any other pyplot state) is left as it is.
+"""
 from __future__ import annotations
 
 import os
 import pathlib
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from subtle_core import atomic
+from tgsr_jax import layout
 
-from subtle_core import atomic  # noqa: E402
-from tgsr_jax import layout  # noqa: E402
+
+def _figure(figsize: tuple[float, float]):
+  """A pyplot-free figure with an Agg canvas."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415  (lazy)
+  from matplotlib.figure import Figure  # noqa: PLC0415
+
+  fig = Figure(figsize=figsize)
+  FigureCanvasAgg(fig)
+  return fig
 
 
 def _save(fig, path: str | os.PathLike) -> pathlib.Path:
-  try:
-    with atomic.atomic_path(path) as tmp:
-      fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-  finally:
-    plt.close(fig)
+  with atomic.atomic_path(path) as tmp:
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
   return pathlib.Path(path)
 
 
@@ -43,7 +51,10 @@ def plot_selected_regions(selected: np.ndarray, path: str | os.PathLike, *, titl
     raise ValueError(f"selected must have shape ({table.shape[0]},), got {selected.shape}")
   shade = np.ones(table.shape[0]) if weights is None else np.asarray(weights, np.float64)
   shade = shade / max(shade[selected].max() if selected.any() else 1.0, 1e-12)
-  fig, axes = plt.subplots(1, len(layout.SCALES), figsize=(3.0 * len(layout.SCALES), 3.3))
+  from matplotlib.patches import Circle  # noqa: PLC0415  (lazy)
+
+  fig = _figure((3.0 * len(layout.SCALES), 3.3))
+  axes = fig.subplots(1, len(layout.SCALES))
   for ax, s in zip(axes, layout.SCALES):
     grid = np.zeros((s, s))
     for i in np.flatnonzero(table[:, 0] == s):
@@ -55,8 +66,8 @@ def plot_selected_regions(selected: np.ndarray, path: str | os.PathLike, *, titl
       ax.axvline(k, color="0.4", lw=0.6)
     # A face sketch for orientation: eyes, nose, mouth in face-box coordinates.
     f = float(s)
-    ax.add_patch(plt.Circle((0.32 * f, 0.38 * f), 0.07 * f, fill=False, color="0.2", lw=1))
-    ax.add_patch(plt.Circle((0.68 * f, 0.38 * f), 0.07 * f, fill=False, color="0.2", lw=1))
+    ax.add_patch(Circle((0.32 * f, 0.38 * f), 0.07 * f, fill=False, color="0.2", lw=1))
+    ax.add_patch(Circle((0.68 * f, 0.38 * f), 0.07 * f, fill=False, color="0.2", lw=1))
     ax.plot([0.5 * f, 0.46 * f, 0.54 * f], [0.45 * f, 0.62 * f, 0.62 * f], color="0.2", lw=1)
     ax.plot([0.36 * f, 0.5 * f, 0.64 * f], [0.78 * f, 0.81 * f, 0.78 * f], color="0.2", lw=1)
     ax.set_xticks([])
@@ -73,7 +84,8 @@ def plot_sensitivity(x: np.ndarray, mf1: np.ndarray, acc: np.ndarray, path: str 
                      xlabel: str, title: str = "", log_x: bool = False) -> pathlib.Path:
   """M-F1 and ACC against one hyper-parameter with the other fixed (as Figs. 3-4)."""
   order = np.argsort(x)
-  fig, ax = plt.subplots(figsize=(5.5, 3.5))
+  fig = _figure((5.5, 3.5))
+  ax = fig.subplots()
   ax.plot(np.asarray(x)[order], np.asarray(mf1)[order], "o-", ms=3, label="M-F1")
   ax.plot(np.asarray(x)[order], np.asarray(acc)[order], "s-", ms=3, label="ACC")
   if log_x:

@@ -34,7 +34,8 @@ def parse_experiments(spec: str) -> list[Experiment]:
   """Parses ``'V->N,N->V'`` (codes H, V, N, C or full names) into experiments.
 
   Raises:
-    ValueError: naming the entry that is not ``SRC->TGT`` of known databases.
+    ValueError: naming the entry that is not ``SRC->TGT`` of known databases, or that repeats
+      an earlier one.
   """
   experiments = []
   for entry in (e.strip() for e in spec.split(",")):
@@ -42,17 +43,21 @@ def parse_experiments(spec: str) -> list[Experiment]:
       continue
     parts = [p.strip() for p in entry.split("->")]
     if len(parts) != 2:
-      raise ValueError(f"experiments: {entry!r} is not of the form SRC->TGT (e.g. 'V->N')")
+      raise ValueError(f"config.experiments: {entry!r} is not of the form SRC->TGT (e.g. 'V->N')")
     names = []
     for part in parts:
       name = cdmer_io.CODE_DATABASES.get(part.upper(), part.upper())
       if name not in cdmer_io.DATABASE_CODES:
-        raise ValueError(f"experiments: unknown database {part!r} in {entry!r}; use one of "
+        raise ValueError(f"config.experiments: unknown database {part!r} in {entry!r}; use one of "
                          f"{sorted(cdmer_io.CODE_DATABASES)} or {sorted(cdmer_io.DATABASE_CODES)}")
       names.append(name)
     if names[0] == names[1]:
-      raise ValueError(f"experiments: {entry!r} has the same source and target")
-    experiments.append(Experiment(source=names[0], target=names[1]))
+      raise ValueError(f"config.experiments: {entry!r} has the same source and target")
+    experiment = Experiment(source=names[0], target=names[1])
+    if experiment in experiments:
+      raise ValueError(f"config.experiments: {entry!r} is listed twice (as {experiment.name}); "
+                       "each experiment may appear once (it would count twice in the averages)")
+    experiments.append(experiment)
   if not experiments:
-    raise ValueError("experiments: no experiment given")
+    raise ValueError("config.experiments: no experiment given")
   return experiments

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 # Tolerances of the stopping rule max|C - D| < tol. float64 uses the authors' absolute 1e-8.
 # float32 cannot resolve 1e-8 next to coefficients of order 0.1-1 (its rounding floor is ~1e-8
@@ -132,10 +133,6 @@ def group_layout(groups: np.ndarray, num_features: int) -> tuple[np.ndarray, Gro
   return perm, GroupLayout(num_groups=num_groups, group_size=size), groups[perm]
 
 
-def one_hot(labels: jax.Array, num_classes: int, dtype: Any) -> jax.Array:
-  return (labels[:, None] == jnp.arange(num_classes)[None, :]).astype(dtype)
-
-
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def prepare_problem(xs: jax.Array, ys: jax.Array, xt: jax.Array, segment_ids: jax.Array, *,
                     num_classes: int) -> Problem:
@@ -154,7 +151,7 @@ def prepare_problem(xs: jax.Array, ys: jax.Array, xt: jax.Array, segment_ids: ja
   delta = xs.mean(axis=0) - xt.mean(axis=0)
   basis = jnp.concatenate([xs.T, delta[:, None]], axis=1)  # (Kd, ns + 1)
   q, r = jnp.linalg.qr(basis, mode="reduced")
-  a = 2.0 * r[:, :-1] @ one_hot(ys, num_classes, xs.dtype)
+  a = 2.0 * r[:, :-1] @ jax.nn.one_hot(ys, num_classes, dtype=xs.dtype)
   return Problem(q=q, r_src=r[:, :-1], r_delta=r[:, -1], a=a, segment_ids=segment_ids)
 
 
@@ -341,7 +338,8 @@ def check_inputs(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, num_classes: in
     raise ValueError(f"ys must hold labels in [0, {num_classes}), got range [{ys.min()}, {ys.max()}]")
   missing = np.setdiff1d(np.arange(num_classes), ys)
   if missing.size:
-    raise ValueError(f"the source has no sample of class(es) {missing.tolist()}; every class needs "
+    raise ValueError(f"the source has no sample of class index(es) {missing.tolist()} (0-based "
+                     "positions in the class list); every class needs "
                      "at least one source sample")
   for name, x in (("xs", xs), ("xt", xt)):
     if not np.all(np.isfinite(x)):
@@ -406,19 +404,13 @@ def selected_groups(coef: np.ndarray, groups: np.ndarray, num_groups: int | None
 def project_simplex(v: jax.Array) -> jax.Array:
   """Euclidean projection of every row of ``v`` onto the probability simplex.
 
-  Solves ``min_l ||v - l||^2`` s.t. ``l >= 0, sum(l) = 1`` by the sort-based method
-  (Held et al.; Duchi et al. 2008): ``l = max(v - theta, 0)`` with the threshold ``theta`` found
-  from the sorted entries.
+  Solves ``min_l ||v - l||^2`` s.t. ``l >= 0, sum(l) = 1`` for each row (last axis) with optax's
+  sort-based projection (``optax.projections.projection_simplex``; Held et al., Duchi et al.
+  2008), vmapped over the leading axes.
   """
   v = jnp.asarray(v)
-  n = v.shape[-1]
-  u = jnp.sort(v, axis=-1)[..., ::-1]
-  css = jnp.cumsum(u, axis=-1) - 1.0
-  ind = jnp.arange(1, n + 1, dtype=v.dtype)
-  cond = u - css / ind > 0
-  rho = jnp.sum(cond, axis=-1, keepdims=True)
-  theta = jnp.take_along_axis(css, rho - 1, axis=-1) / rho.astype(v.dtype)
-  return jnp.maximum(v - theta, 0.0)
+  rows = v.reshape(-1, v.shape[-1])
+  return jax.vmap(optax.projections.projection_simplex)(rows).reshape(v.shape)
 
 
 def predict_label_vectors(coef: jax.Array, x: jax.Array) -> jax.Array:

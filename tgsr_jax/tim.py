@@ -13,7 +13,8 @@ passes exactly through frame i (1-based) at ``t = i / N``. The published code sa
 frames at ``t = linspace(1/N, 1, K)``.
 
 Since the model is linear in the frames, it is a ``(K, N)`` matrix (:func:`tim_matrix`) applied
-along the time axis: one matmul for any number of pixels, channels or clips.
+along the time axis (:func:`temporal_interpolate`, exported as ``tgsr_jax.temporal_interpolate``):
+one matmul for any number of pixels, channels or clips.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def tim_matrix(num_frames: int, length: int, *, positions=None) -> np.ndarray:
   return np.full((t.size, n), 1.0 / n) + synthesis @ analysis
 
 
-def tim(frames, length: int, *, axis: int = 0, positions=None) -> jnp.ndarray:
+def temporal_interpolate(frames, length: int, *, axis: int = 0, positions=None) -> jnp.ndarray:
   """Interpolates a clip to ``length`` frames with the Temporal Interpolation Model.
 
   Args:
@@ -73,3 +74,8 @@ def tim(frames, length: int, *, axis: int = 0, positions=None) -> jnp.ndarray:
   m = jnp.asarray(tim_matrix(x.shape[axis], length, positions=positions), dtype=x.dtype)
   out = jnp.tensordot(m, x, axes=([1], [axis]))  # time axis first
   return jnp.moveaxis(out, 0, axis)
+
+
+# The short name, for ``from tgsr_jax.tim import tim``; the package exports the function as
+# ``tgsr_jax.temporal_interpolate``, so ``tgsr_jax.tim`` stays this module.
+tim = temporal_interpolate

@@ -64,14 +64,20 @@ def parse_casme2_sheet(path: str | os.PathLike) -> list[Casme2SheetRow]:
 
   Raises:
     FileNotFoundError: if the file is missing.
-    ValueError: naming the file, if a needed column is missing or onset/offset is not a number.
+    ValueError: naming the file, if it is not an .xlsx workbook, a needed column is missing or
+      onset/offset is not a number.
   """
   import openpyxl  # only the CASME II reader needs it
 
   path = pathlib.Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"CASME II coding sheet {path} does not exist")
-  workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+  try:
+    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+  except Exception as e:  # pylint: disable=broad-except  (BadZipFile, InvalidFileException, ...)
+    raise ValueError(f"CASME II coding sheet {path} cannot be read as an .xlsx workbook "
+                     f"({type(e).__name__}: {e}); expected the sheet as released "
+                     f"({SHEET_NAME})") from e
   try:
     rows = list(workbook.worksheets[0].iter_rows(values_only=True))
   finally:
@@ -131,13 +137,20 @@ def read_casme2(root: str | os.PathLike, *, sheet: str | os.PathLike | None = No
 
   Raises:
     FileNotFoundError: if ``{root}/CASME2_RAW_selected`` or the sheet is missing.
+    ValueError: naming the sheet, when none of its emotions maps to a class.
   """
   root = pathlib.Path(root)
   frames_root = root / FRAMES_DIR
   if not frames_root.is_dir():
     raise FileNotFoundError(f"{frames_root} does not exist; root must hold {FRAMES_DIR}/")
-  rows = parse_casme2_sheet(sheet if sheet is not None else root / SHEET_NAME)
+  sheet_path = pathlib.Path(sheet) if sheet is not None else root / SHEET_NAME
+  rows = parse_casme2_sheet(sheet_path)
   mapping = class_mapping(classes)
+  if not any(row.emotion in mapping for row in rows):
+    emotions = sorted({row.emotion for row in rows})
+    raise ValueError(f"{sheet_path}: none of its {len(rows)} rows has an emotion the class "
+                     f"mapping keeps; its Estimated Emotion values are {emotions}, the mapping "
+                     f"keeps {sorted(mapping)}")
   records = []
   for row in rows:
     if row.emotion not in mapping:

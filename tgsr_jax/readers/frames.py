@@ -31,6 +31,8 @@ class ClipRecord:
     onset: onset frame number, when the database codes it.
     apex: apex frame number, when coded.
     offset: offset frame number, when coded.
+    folder: the clip's folder, when the reader lists its frames from one (for messages about
+      a missing or empty folder).
   """
   database: str
   subject: str
@@ -41,6 +43,7 @@ class ClipRecord:
   onset: int | None = None
   apex: int | None = None
   offset: int | None = None
+  folder: str | None = None
 
   @property
   def name(self) -> str:
@@ -123,11 +126,18 @@ def load_clip(record_or_paths: ClipRecord | Sequence[str | os.PathLike], *,
     BadClipError: naming the clip or file: an unreadable frame, fewer than 2 frames, or frames of
       different sizes.
   """
+  folder = None
   if isinstance(record_or_paths, ClipRecord):
     paths, name = record_or_paths.frame_paths, record_or_paths.name
+    folder = record_or_paths.folder
   else:
     paths = tuple(record_or_paths)
     name = os.fspath(pathlib.Path(paths[0]).parent) if paths else "<no frames>"
+  if folder is not None and not os.path.isdir(folder):
+    raise BadClipError(f"clip {name}: its folder {folder} does not exist")
+  if len(paths) < 2 and folder is not None:
+    raise BadClipError(f"clip {name} has {len(paths)} frame(s) in {folder}; at least 2 image "
+                       f"files ({', '.join(image_files.IMAGE_SUFFIXES)}) are needed")
   if len(paths) < 2:
     raise BadClipError(f"clip {name} has {len(paths)} frame(s); at least 2 are needed")
   frames = []

@@ -51,8 +51,10 @@ def read_clip_csv(csv_path: str | os.PathLike) -> list[ClipRecord]:
       clip_dir = pathlib.Path(row["clip_dir"])
       if not clip_dir.is_absolute():
         clip_dir = csv_path.parent / clip_dir
+      # A missing folder stays a record: extraction reports it as a bad clip naming the folder.
       frames = tuple(list_frames(clip_dir)) if clip_dir.is_dir() else ()
       records.append(ClipRecord(
           database=row["database"], subject=row["subject"], clip=clip_dir.name, label=label,
-          emotion=row.get("emotion") or LABEL_NAMES[label].lower(), frame_paths=frames))
+          emotion=row.get("emotion") or LABEL_NAMES[label].lower(), frame_paths=frames,
+          folder=str(clip_dir)))
   return records

@@ -1,0 +1,105 @@
+"""The domain-adaptation methods of the TGSR paper's Tables II/III, as grid-batched functions.
+
+Every method is a :class:`Method`: a name, its default hyper-parameter grid (with where the grid
+comes from), and ``fit_predict``, which fits the method at every grid point at once and predicts
+the class of query samples::
+
+  method = methods.get("TCA")
+  params = methods.grid_points(method.grid)              # name -> (G,) arrays
+  out = method.fit_predict(xs, ys, xt, xq, params, num_classes=3)
+  out.labels                                             # (G, Q) class indices, -1 where failed
+
+Conventions (shared by all methods):
+- rows are samples: ``xs`` (n_s, d) labelled source, ``ys`` (n_s,) class indices 0..C-1,
+  ``xt`` (n_t, d) unlabelled target (the domain the method adapts to), ``xq`` (Q, d) the samples
+  to predict (the target itself for the CDMER protocol; held-out source samples for label-free
+  model selection). Query samples are never used to fit.
+- work shared by the grid points (kernels, eigendecompositions, PCA bases) is done once per call;
+  the grid points are batched.
+- a grid point that fails numerically is reported in ``failed`` with labels -1; it is not fatal.
+
+Each method lives in its own module of this package, which defines ``METHOD``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import itertools
+from typing import Callable, Mapping, Protocol
+
+import numpy as np
+
+# Table order of the TGSR paper (Tables II/III), and the module defining each method.
+_MODULES = {
+    "SVM": "svm", "IW-SVM": "iwsvm", "TCA": "tca", "GFK": "gfk", "SA": "sa", "STM": "stm",
+    "TKL": "tkl", "TSRG": "tsrg", "DRLS": "drls", "TGSR": "tgsr",
+}
+NAMES = tuple(_MODULES)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridPredictions:
+  """A method's predictions at every point of its grid.
+
+  Attributes:
+    params: hyper-parameter name -> (G,) values, one entry per grid point.
+    labels: (G, Q) predicted class indices of the query samples; -1 where the point failed.
+    scores: (G, Q, C) decision values (higher means more likely), or None where the method has
+      none.
+    iterations: (G,) iterations of iterative methods, else None.
+    converged: (G,) whether each point met its stopping rule, else None.
+    failed: (G,) whether each point failed numerically (then its labels are -1).
+  """
+  params: Mapping[str, np.ndarray]
+  labels: np.ndarray
+  scores: np.ndarray | None = None
+  iterations: np.ndarray | None = None
+  converged: np.ndarray | None = None
+  failed: np.ndarray | None = None
+
+  def __len__(self) -> int:
+    return int(self.labels.shape[0])
+
+
+class FitPredict(Protocol):
+  def __call__(self, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
+               params: Mapping[str, np.ndarray], *, num_classes: int,
+               precision: str = "float64") -> GridPredictions:
+    ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A comparison method.
+
+  Attributes:
+    name: the row name of Tables II/III.
+    grid: the default grid, hyper-parameter name -> values; the grid is their product, in this
+      key order (the first key varies slowest).
+    grid_source: where the grid comes from (the paper, METHODS.md, or the choice made here).
+    fit_predict: fits every grid point and predicts the query samples (see the module docstring).
+    iterative: whether the method iterates (then ``iterations``/``converged`` are reported).
+  """
+  name: str
+  grid: Mapping[str, tuple]
+  grid_source: str
+  fit_predict: Callable[..., GridPredictions]
+  iterative: bool = False
+
+
+def grid_points(grid: Mapping[str, tuple]) -> dict[str, np.ndarray]:
+  """The product of the grid's axes: name -> (G,) values, the first axis varying slowest."""
+  names = list(grid)
+  if not names:
+    return {}
+  rows = list(itertools.product(*(tuple(grid[n]) for n in names)))
+  return {n: np.asarray([r[i] for r in rows]) for i, n in enumerate(names)}
+
+
+def get(name: str) -> Method:
+  """The method called ``name`` (case-insensitive; one of :data:`NAMES`)."""
+  canonical = {n.upper(): n for n in NAMES}.get(name.strip().upper())
+  if canonical is None:
+    raise ValueError(f"unknown method {name!r}; expected one of {', '.join(NAMES)}")
+  module = importlib.import_module(f"{__name__}.{_MODULES[canonical]}")
+  return module.METHOD

@@ -1,0 +1,151 @@
+"""Pieces shared by the kernel and subspace methods (TCA, GFK, SA, STM, TKL).
+
+Kernels, PCA bases, the precision scope, the grouping of grid points that share their expensive
+work, and the LIBSVM classifier on embedded samples. Numerics only: nothing here opens files.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tgsr_jax.methods import svm
+
+PRECISIONS = ("float64", "float32")
+KERNELS = ("linear", "rbf")
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str) -> Iterator[jnp.dtype]:
+  """Enables 64-bit JAX where ``precision`` is 'float64'; yields the dtype to compute in.
+
+  Raises:
+    ValueError: ``precision`` is not one of :data:`PRECISIONS`.
+  """
+  if precision not in PRECISIONS:
+    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+  with jax.enable_x64(precision == "float64"):
+    yield jnp.float64 if precision == "float64" else jnp.float32
+
+
+def check_inputs(xs, ys, xt, xq, num_classes: int):
+  """Validates shapes and labels; returns float64 NumPy copies and integer labels."""
+  xs, xt, xq = (np.asarray(a, np.float64) for a in (xs, xt, xq))
+  ys = np.asarray(ys)
+  for name, a in (("xs", xs), ("xt", xt), ("xq", xq)):
+    if a.ndim != 2:
+      raise ValueError(f"{name} must be 2-D (samples x features), got shape {a.shape}")
+    if a.shape[1] != xs.shape[1]:
+      raise ValueError(f"{name} has {a.shape[1]} features, xs has {xs.shape[1]}")
+  if ys.shape != (len(xs),):
+    raise ValueError(f"ys must have shape ({len(xs)},) (one label per row of xs), got {ys.shape}")
+  if ys.size and (ys.min() < 0 or ys.max() >= num_classes):
+    raise ValueError(f"ys must hold class indices in [0, {num_classes}), got values "
+                     f"{np.unique(ys).tolist()}")
+  return xs, ys.astype(np.int64), xt, xq
+
+
+def param(params: Mapping[str, np.ndarray], name: str, default, size: int) -> np.ndarray:
+  """The (G,) values of an optional grid axis, ``default`` at every point where it is absent."""
+  if name in params:
+    values = np.asarray(params[name])
+    if values.shape != (size,):
+      raise ValueError(f"params[{name!r}] must have shape ({size},) like the other axes, "
+                       f"got {values.shape}")
+    return values
+  return np.asarray([default] * size)
+
+
+def grid_size(params: Mapping[str, np.ndarray], required: tuple[str, ...]) -> int:
+  """The number of grid points; checks that the required axes are present."""
+  missing = [n for n in required if n not in params]
+  if missing:
+    raise ValueError(f"params lacks the grid axes {missing}; expected {list(required)}")
+  return len(np.asarray(params[required[0]]))
+
+
+def check_kernels(kinds: np.ndarray) -> None:
+  bad = sorted({str(k) for k in kinds} - set(KERNELS))
+  if bad:
+    raise ValueError(f"params['kernel'] must be one of {KERNELS}, got {bad}")
+
+
+def mean_sq_distance(x: jax.Array) -> jax.Array:
+  """Mean squared Euclidean distance between the rows of ``x`` (the RBF width's unit)."""
+  sq = jnp.sum(x * x, axis=1)
+  n = x.shape[0]
+  total = 2.0 * n * jnp.sum(sq) - 2.0 * jnp.sum(jnp.sum(x, axis=0) ** 2)
+  return total / (n * (n - 1))
+
+
+def kernel(a: jax.Array, b: jax.Array, kind: str, gamma: float | jax.Array = 1.0) -> jax.Array:
+  """``linear``: a b^T; ``rbf``: exp(-gamma ||a_i - b_j||^2)."""
+  ab = a @ b.T
+  if kind == "linear":
+    return ab
+  sq = jnp.sum(a * a, axis=1)[:, None] + jnp.sum(b * b, axis=1)[None, :] - 2.0 * ab
+  return jnp.exp(-gamma * jnp.maximum(sq, 0.0))
+
+
+def rbf_gamma(x: jax.Array, width: float) -> jax.Array:
+  """gamma = 1 / (width * mean squared distance between the rows of ``x``)."""
+  return 1.0 / (width * mean_sq_distance(x))
+
+
+def pca_basis(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+  """The leading ``k`` principal directions of the rows of ``x`` (centred), thin.
+
+  Returns:
+    basis (d, k) with orthonormal columns, and the singular values (k,) of the centred data (a
+    zero or tiny one means the data has fewer than k directions).
+  """
+  centred = x - jnp.mean(x, axis=0, keepdims=True)
+  _, s, vt = jnp.linalg.svd(centred, full_matrices=False)
+  return vt[:k].T, s[:k]
+
+
+def pca_rank(singular_values: np.ndarray, n: int, d: int, dtype) -> int:
+  """The numerical rank of a centred data matrix from its singular values."""
+  s = np.asarray(singular_values, np.float64)
+  if s.size == 0 or s[0] <= 0:
+    return 0
+  tol = max(n, d) * np.finfo(np.dtype(dtype)).eps * s[0]
+  return int(np.sum(s > tol))
+
+
+def svm_on_kernel(k_train: np.ndarray, ys: np.ndarray, k_query: np.ndarray, *, num_classes: int,
+                  c: float = 1.0, sample_weight: np.ndarray | None = None):
+  """LIBSVM's one-vs-one SVM on a precomputed kernel; None where the kernel is not finite."""
+  k_train = np.asarray(k_train, np.float64)
+  k_query = np.asarray(k_query, np.float64)
+  if not (np.all(np.isfinite(k_train)) and np.all(np.isfinite(k_query))):
+    return None
+  try:
+    labels, _ = svm.ovo_svm(k_train, ys, k_query, num_classes=num_classes, c=c,
+                            sample_weight=sample_weight)
+  except ValueError:
+    return None
+  return labels
+
+
+def svm_on_features(zs: np.ndarray, ys: np.ndarray, zq: np.ndarray, *, num_classes: int,
+                    c: float = 1.0):
+  """The linear SVM (LIBSVM ``-t 0``) on embedded samples; None where they are not finite."""
+  zs = np.asarray(zs, np.float64)
+  zq = np.asarray(zq, np.float64)
+  return svm_on_kernel(zs @ zs.T, ys, zq @ zs.T, num_classes=num_classes, c=c)
+
+
+def assemble(params: Mapping[str, np.ndarray], labels: list, num_queries: int, **extra):
+  """GridPredictions from per-point label arrays (None = failed)."""
+  from tgsr_jax import methods  # the package imports its modules lazily
+  failed = np.array([lab is None for lab in labels], bool)
+  out = np.full((len(labels), num_queries), -1, np.int64)
+  for g, lab in enumerate(labels):
+    if lab is not None:
+      out[g] = lab
+  return methods.GridPredictions(params={k: np.asarray(v) for k, v in params.items()},
+                                 labels=out, failed=failed, **extra)
