@@ -12,6 +12,7 @@ from mtl_flax.data import augment
 from mtl_flax.data import device_augment as da
 from mtl_flax.data import device_pipeline
 from mtl_flax.data import pipeline
+from subtle_core.faces import ibug
 
 S = 32
 
@@ -78,7 +79,7 @@ def test_flip_is_exact_mirrors_points_and_twice_is_identity():
   np.testing.assert_array_equal(np.asarray(back), image.astype(np.float32))
   np.testing.assert_allclose(np.asarray(back_points), points, atol=1e-6)
   # The subject's right eye (36-41) of the flipped face is the mirror of the original left eye.
-  assert set(da.IBUG_MIRROR[36:42]) == set(range(42, 48))
+  assert set(ibug.MIRROR_INDEX[36:42]) == set(range(42, 48))
   moved = np.asarray(moved)
   np.testing.assert_allclose(moved[36:42].mean(0), [1 - points[42:48, 0].mean(),
                                                     points[42:48, 1].mean()], atol=1e-6)

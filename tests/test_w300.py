@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mtl_flax.data import augment
 from mtl_flax.data import readers
 from mtl_flax.data import w300
+from subtle_core.faces import ibug
 
 
 def _copy(src_image, src_pts, folder, stem, *, flip=False):
@@ -21,7 +21,7 @@ def _copy(src_image, src_pts, folder, stem, *, flip=False):
     points = readers.read_pts(src_pts)
     if flip:
       image = image[:, ::-1]
-      points = points[augment.IBUG_MIRROR]
+      points = points[ibug.MIRROR_INDEX]
       points[:, 0] = image.shape[1] - 1 - points[:, 0]
     cv2.imwrite(str(folder / f"{stem}{suffix}"), image)
     readers.write_pts(folder / f"{stem}.pts", points)

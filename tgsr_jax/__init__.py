@@ -6,7 +6,8 @@ Modules: ``solver`` (one fit), ``sweep`` (the vmapped, sharded (kappa, xi) grid)
 ``experiment`` (the whole protocol, as run by ``python -m experiments.cdmer``), ``synthetic``.
 
 The names below (``tgsr_jax.fit``, ``tgsr_jax.read_feature_file``, ...) are loaded on first use,
-so ``import tgsr_jax`` (or a reader or writer of its data) does not load the solver, SciPy or h5py.
+so ``import tgsr_jax`` (or a reader or writer of its data) does not load JAX, the solver, SciPy
+or h5py.
 """
 from __future__ import annotations
 
@@ -14,10 +15,8 @@ import importlib
 
 # public name -> (module, attribute); attribute None for the module itself.
 _LAZY = {
-    "layout": ("tgsr_jax.layout", None),
-    "metrics": ("tgsr_jax.metrics", None),
-    "solver": ("tgsr_jax.solver", None),
-    "sweep": ("tgsr_jax.sweep", None),
+    **{module: (f"tgsr_jax.{module}", None) for module in
+       ("cdmer_io", "gram_engine", "layout", "lbp_top", "metrics", "solver", "sweep", "tim")},
     "FeatureSet": ("tgsr_jax.cdmer_io", "FeatureSet"),
     "read_feature_file": ("tgsr_jax.cdmer_io", "read_feature_file"),
     "write_feature_file": ("tgsr_jax.cdmer_io", "write_feature_file"),
@@ -29,13 +28,13 @@ _LAZY = {
     "project_simplex": ("tgsr_jax.solver", "project_simplex"),
     "SweepResult": ("tgsr_jax.sweep", "SweepResult"),
     "paper_xi_grid": ("tgsr_jax.sweep", "paper_xi_grid"),
+    # features pipeline (TIM, LBP-TOP); `tgsr_jax.tim` is the module, TIM the function below.
+    "temporal_interpolate": ("tgsr_jax.tim", "temporal_interpolate"),
+    "tim_matrix": ("tgsr_jax.tim", "tim_matrix"),
     "lbp_top_codes": ("tgsr_jax.lbp_top", "lbp_top_codes"),
     "lbp_top_features": ("tgsr_jax.lbp_top", "lbp_top_features"),
     "lbp_top_features_batch": ("tgsr_jax.lbp_top", "lbp_top_features_batch"),
     "uniform_mapping": ("tgsr_jax.lbp_top", "uniform_mapping"),
-    # TIM; `tgsr_jax.tim` is the module (the function was renamed so as not to shadow it).
-    "temporal_interpolate": ("tgsr_jax.tim", "temporal_interpolate"),
-    "tim_matrix": ("tgsr_jax.tim", "tim_matrix"),
 }
 
 __all__ = sorted(_LAZY)

@@ -34,9 +34,8 @@ import numpy as np
 
 from mtl_flax.data import augment
 from mtl_flax.data import pipeline
+from subtle_core.faces import ibug
 
-# IBUG_MIRROR[i] is the index point i takes after a horizontal flip (see `augment`).
-IBUG_MIRROR = np.asarray(augment.IBUG_MIRROR)
 # Salt that separates the data keys from the model's keys drawn from the same seed.
 _DATA_KEY_SALT = 0x0A06
 
@@ -237,7 +236,7 @@ def warp_landmark_sample(image, landmarks, matrix, flip):
   size = image.shape[0]
   points = jnp.asarray(landmarks, jnp.float32) * size - 0.5
   moved = (transform_points(points, matrix) + 0.5) / size
-  moved = jnp.where(flip, moved[IBUG_MIRROR], moved)
+  moved = jnp.where(flip, moved[np.asarray(ibug.MIRROR_INDEX)], moved)
   return warp_bilinear(image, matrix, size), moved
 
 

@@ -137,7 +137,7 @@ def load_clip(record_or_paths: ClipRecord | Sequence[str | os.PathLike], *,
     raise BadClipError(f"clip {name}: its folder {folder} does not exist")
   if len(paths) < 2 and folder is not None:
     raise BadClipError(f"clip {name} has {len(paths)} frame(s) in {folder}; at least 2 image "
-                       f"files ({', '.join(IMAGE_EXTENSIONS)}) are needed")
+                       f"files ({', '.join(image_files.IMAGE_SUFFIXES)}) are needed")
   if len(paths) < 2:
     raise BadClipError(f"clip {name} has {len(paths)} frame(s); at least 2 are needed")
   frames = []
