@@ -14,6 +14,7 @@ mean accuracy.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -36,21 +37,50 @@ from mtl_flax.data import augment
 from mtl_flax.data import pipeline
 
 
+SOURCES = ("synthetic", "ckplus", "oulu_casia")
+
+
+def check_data_config(data_config) -> None:
+  """Raises ValueError naming the `data.*` field that cannot be what the user meant."""
+  source = data_config.source
+  if source not in SOURCES:
+    raise ValueError(f"data.source: unknown source {source!r}; expected one of "
+                     f"{', '.join(map(repr, SOURCES))}")
+  if source == "synthetic":
+    if data_config.path:
+      raise ValueError(f"data.path is set ({data_config.path}) but data.source is 'synthetic', "
+                       "which reads no files; set data.source to the reader of that dataset "
+                       "('ckplus' or 'oulu_casia') or clear data.path")
+    return
+  if not data_config.path:
+    raise ValueError(f"data.path: a dataset root is needed for source {source!r}")
+  if not pathlib.Path(data_config.path).exists():
+    raise ValueError(f"data.path: {data_config.path} does not exist (expected the root of a "
+                     f"{source!r} dataset)")
+
+
+def describe_data(config) -> str:
+  """Where the fine-tuning data comes from: the reader and its path, or 'synthetic, seed N'."""
+  d = config.data
+  if d.source == "synthetic":
+    return f"synthetic, seed {config.seed}, {d.num_subjects} subjects"
+  return f"{d.source} {d.path} (last {d.peak_frames} frames of each sequence)"
+
+
 def load_finetune_data(data_config, *, image_size: int, seed: int):
   """(images, labels 0..C-1, subjects, class names) of the fine-tuning dataset.
 
   Labels are re-indexed to the classes present (e.g. CK+ codes 1-7 -> 0-6).
   """
   from mtl_flax.data import readers  # pylint: disable=g-import-not-at-top
+  check_data_config(data_config)
   source = data_config.source
   if source == "synthetic":
     from mtl_flax.data import synthetic  # pylint: disable=g-import-not-at-top
     images, codes, subjects = synthetic.make_basic_expression_dataset(
         data_config.num_subjects, image_size=image_size, seed=seed)
     names = readers.CKPLUS_CLASSES
-  elif source in ("ckplus", "oulu_casia"):
-    if not data_config.path:
-      raise ValueError(f"data.path: a dataset root is needed for source {source!r}")
+  else:
     if source == "ckplus":
       out = readers.load_ckplus(data_config.path, peak_frames=data_config.peak_frames,
                                 image_size=image_size,
@@ -60,18 +90,40 @@ def load_finetune_data(data_config, *, image_size: int, seed: int):
                                     image_size=image_size,
                                     face_detection=data_config.face_detection)
     images, codes, subjects, names = out.images, out.labels, out.subjects, out.class_names
-  else:
-    raise ValueError(f"data.source: expected 'synthetic', 'ckplus' or 'oulu_casia', got "
-                     f"{source!r}")
   present, labels = np.unique(np.asarray(codes), return_inverse=True)
   class_names = tuple(names[c] if 0 <= c < len(names) else str(c) for c in present)
   return (np.asarray(images, np.uint8), labels.astype(np.int32),
           np.asarray(subjects, np.int32), class_names)
 
 
-def load_pretrained_trunk(checkpoint_workdir, *, task: str = "expression"):
-  """(ResNet module, single-task trunk variables, MTL config) of a trained MTL run."""
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+  """One task's trunk taken from a trained MTL run.
+
+  Attributes:
+    trunk: the single-task ResNet module.
+    variables: its {'params', 'batch_stats'} (host arrays).
+    mtl_config: the MTL run's config (from its config.json).
+    step: the checkpoint step the weights come from (the newest intact one).
+    directory: the run's checkpoint folder.
+  """
+  trunk: nn.Module
+  variables: dict
+  mtl_config: ml_collections.ConfigDict
+  step: int
+  directory: pathlib.Path
+
+
+def load_pretrained(checkpoint_workdir, *, task: str = "expression") -> Pretrained:
+  """The trunk of `task` from the newest intact checkpoint of the MTL run in `checkpoint_workdir`.
+
+  A damaged newest checkpoint is skipped with a warning naming its folder (see
+  `checkpoint.Checkpointer.restore_latest`).
+  """
   workdir = pathlib.Path(checkpoint_workdir)
+  if not workdir.is_dir():
+    raise FileNotFoundError(f"checkpoint_workdir: {workdir} does not exist (expected the "
+                            "workdir of an experiments.mtl run)")
   config_path = workdir / "config.json"
   if not config_path.is_file():
     raise FileNotFoundError(f"checkpoint_workdir: {config_path} not found (not an MTL workdir?)")
@@ -88,15 +140,23 @@ def load_pretrained_trunk(checkpoint_workdir, *, task: str = "expression"):
   ckpt = checkpoint_lib.Checkpointer(workdir)
   try:
     if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"no checkpoint in {ckpt.directory}")
-    state = jax.device_get(ckpt.restore(ckpt.latest_step(), target))
+      raise FileNotFoundError(f"checkpoint_workdir: no checkpoint in {ckpt.directory}")
+    state = jax.device_get(ckpt.restore_latest(target))
+    directory = ckpt.directory
   finally:
     ckpt.close()
   variables = model.task_variables(
       {"params": state["params"], "batch_stats": state["batch_stats"]},
       model.tasks.index(task))
   # Host copies: every fold puts (and donates) its own device buffers.
-  return model.trunk, jax.tree_util.tree_map(np.asarray, variables), mtl_config
+  return Pretrained(model.trunk, jax.tree_util.tree_map(np.asarray, variables), mtl_config,
+                    int(state["step"]), directory)
+
+
+def load_pretrained_trunk(checkpoint_workdir, *, task: str = "expression"):
+  """(ResNet module, single-task trunk variables, MTL config) of a trained MTL run."""
+  pretrained = load_pretrained(checkpoint_workdir, task=task)
+  return pretrained.trunk, pretrained.variables, pretrained.mtl_config
 
 
 class Classifier(nn.Module):
@@ -258,16 +318,19 @@ def finetune(config: ml_collections.ConfigDict, workdir) -> dict:
     {'fold_accuracies': [...], 'mean_accuracy', 'std_accuracy', 'num_folds', ...}.
   """
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  train_lib.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+  # The config is checked, the weights and the data loaded before anything is written.
+  check_data_config(config.data)
+  pretrained = None
   if config.checkpoint_workdir:
-    trunk, trunk_vars, mtl_config = load_pretrained_trunk(config.checkpoint_workdir)
-    image_size = int(mtl_config.image_size)
+    pretrained = load_pretrained(config.checkpoint_workdir)
+    trunk, trunk_vars = pretrained.trunk, pretrained.variables
+    image_size = int(pretrained.mtl_config.image_size)
   else:
     trunk = train_lib.multitask._backbone(config.backbone, jnp.float32)  # pylint: disable=protected-access
     trunk_vars, image_size = None, int(config.image_size)
   images, labels, subjects, class_names = load_finetune_data(config.data, image_size=image_size,
                                                              seed=config.seed)
+  train_lib.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
   folds = pipeline.subject_kfold(subjects, config.num_folds, seed=config.seed)
   module = Classifier(trunk=trunk, num_classes=len(class_names))
   functions = None
@@ -293,6 +356,14 @@ def finetune(config: ml_collections.ConfigDict, workdir) -> dict:
   summary = {"fold_accuracies": accuracies, "mean_accuracy": mean, "std_accuracy": std,
              "num_folds": config.num_folds, "class_names": list(class_names),
              "num_samples": int(len(labels)), "num_subjects": int(len(np.unique(subjects))),
-             "pretrained_from": config.checkpoint_workdir or None}
+             "pretrained_from": config.checkpoint_workdir or None,
+             # Which weights: the newest checkpoint of the MTL run that could be restored.
+             "pretrained_step": None if pretrained is None else pretrained.step,
+             "pretrained_checkpoint": (
+                 None if pretrained is None else
+                 f"{pretrained.directory / str(pretrained.step)} (the newest intact checkpoint)"),
+             "data": describe_data(config),
+             "evaluated": "each fold's classifier after its last step, on the fold's test "
+                          "subjects (no checkpoint selection)"}
   train_lib.write_json(workdir / "finetune_summary.json", summary)
   return summary

@@ -92,18 +92,65 @@ def _split(data: pipeline.TaskData, fraction: float, seed: int):
   return data.subset(train_idx), data.subset(test_idx)
 
 
+# The sources that read a dataset root (`data.<task>.path`), per task; 'synthetic' reads none.
+READER_SOURCES = {"expression": ("image_folder",), "landmarks": ("300w",)}
+
+
+def check_data_config(task: str, data_config) -> None:
+  """Raises ValueError naming the field when `data.<task>` cannot be what the user meant.
+
+  The source must be known for the task; 'synthetic' takes no path (a path set beside it is a
+  contradiction, not something to ignore); a reader source needs `path`, and every path given
+  must exist.
+  """
+  sources = ("synthetic",) + READER_SOURCES[task]
+  source = data_config.source
+  field = f"data.{task}"
+  if source not in sources:
+    raise ValueError(f"{field}.source: unknown source {source!r}; expected one of "
+                     f"{', '.join(map(repr, sources))}")
+  if source == "synthetic":
+    for name in ("path", "test_path"):
+      if data_config[name]:
+        raise ValueError(
+            f"{field}.{name} is set ({data_config[name]}) but {field}.source is 'synthetic', "
+            f"which reads no files; set {field}.source to the reader of that dataset "
+            f"({', '.join(map(repr, READER_SOURCES[task]))}) or clear {field}.{name}")
+    return
+  if not data_config.path:
+    raise ValueError(f"{field}.path: a dataset root is needed for source {source!r}")
+  for name in ("path", "test_path"):
+    if data_config[name] and not pathlib.Path(data_config[name]).exists():
+      raise ValueError(f"{field}.{name}: {data_config[name]} does not exist (expected the root "
+                       f"of a {source!r} dataset)")
+
+
+def describe_data(config) -> dict:
+  """task -> where its data came from: the reader and paths, or 'synthetic, seed N'."""
+  out = {}
+  for task in config.tasks:
+    d = config.data[task]
+    split = f"{d.test_fraction:.0%} held out for testing (by subject where known)"
+    if d.source == "synthetic":
+      # The landmark faces are drawn from seed + 1 (see `load_task_data`).
+      seed = config.seed + (0 if task == "expression" else 1)
+      out[task] = f"synthetic, seed {seed}, {d.num} samples; {split}"
+    else:
+      test = f"test set {d.test_path}" if d.test_path else split
+      out[task] = f"{d.source} {d.path}; {test}"
+  return out
+
+
 def load_task_data(task: str, data_config, *, image_size: int, num_classes: int, seed: int):
   """(train, test) `TaskData` of one task from its data config (synthetic or a reader)."""
   from mtl_flax.data import readers  # pylint: disable=g-import-not-at-top
 
+  check_data_config(task, data_config)
   class_names = None
 
   def read(path):
     nonlocal class_names
     if task == "expression":
-      if data_config.source != "image_folder":
-        raise ValueError(f"data.expression.source: expected 'synthetic' or 'image_folder', got "
-                         f"{data_config.source!r}")
       # The test root is read with the training root's class order, so a class missing from
       # one of them cannot shift the other's label indices.
       out = readers.load_image_folder(path, class_names=class_names, num_classes=num_classes,
@@ -112,9 +159,6 @@ def load_task_data(task: str, data_config, *, image_size: int, num_classes: int,
       class_names = out.class_names
       subjects = out.subjects if (out.subjects >= 0).all() else None
       return pipeline.TaskData(out.images, out.labels, subjects)
-    if data_config.source != "300w":
-      raise ValueError(f"data.landmarks.source: expected 'synthetic' or '300w', got "
-                       f"{data_config.source!r}")
     out = readers.load_300w(path, image_size=image_size)
     return pipeline.TaskData(out.images, out.landmarks)
 
@@ -133,9 +177,6 @@ def load_task_data(task: str, data_config, *, image_size: int, num_classes: int,
       data = pipeline.TaskData(np.asarray(images), np.asarray(points, np.float32),
                                np.asarray(subjects, np.int32))
     return _split(data, data_config.test_fraction, seed)
-  if not data_config.path:
-    raise ValueError(f"data.{task}.path: a dataset root is needed for source "
-                     f"{data_config.source!r}")
   data = read(data_config.path)
   if data_config.test_path:
     return data, read(data_config.test_path)
@@ -144,6 +185,8 @@ def load_task_data(task: str, data_config, *, image_size: int, num_classes: int,
 
 def load_datasets(config) -> tuple[dict, dict]:
   """Train and test `TaskData` for every task of `config.tasks`."""
+  for task in config.tasks:  # every task's fields, before any dataset is read
+    check_data_config(task, config.data[task])
   train, test = {}, {}
   for task in config.tasks:
     train[task], test[task] = load_task_data(
@@ -553,20 +596,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
     The summary dict (also written to workdir/summary.json when training finished).
   """
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  config_path = workdir / "config.json"
-  if config_path.is_file():
-    changed = config_differences(json.loads(config_path.read_text()), config)
-    if changed:
-      logging.warning("%s: this run's config differs from the saved one in %s; a resumed run "
-                      "continues under the new values", workdir, ", ".join(changed))
-  write_json(config_path, json.loads(config.to_json_best_effort()))
+  # Nothing in `workdir` is written until the config has been checked, the data loaded and the
+  # checkpoint (if any) restored or refused: a failed or refused start leaves a finished run's
+  # files as they were.
+  if datasets is None:
+    for task in config.tasks:
+      check_data_config(task, config.data[task])
   model, _, mesh, init_fn, p_train_step, eval_step, norms_fn = compiled_functions(config)
   replicated = NamedSharding(mesh, P())
   init_rng, step_rng = jax.random.split(root_key(config))
   kind = config.regulariser.kind
-  # Data errors (a wrong path, bad labels) surface before the checkpoint manager starts.
   train_data, test_data = load_datasets(config) if datasets is None else datasets
+  data_source = (describe_data(config) if datasets is None else
+                 {t: "given in memory (the datasets argument)" for t in model.tasks})
 
   state = init_fn(init_rng)
   architecture = {"backbone": config.model.backbone, "sharing": config.model.sharing,
@@ -576,13 +618,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
                                      keep=config.keep_checkpoints,
                                      metadata={"architecture": architecture})
   try:
-    state = jax.device_put(ckpt.restore_latest(state), replicated)
+    state = jax.device_put(
+        ckpt.restore_latest(state, set_aside=workdir / "damaged_checkpoints"), replicated)
   except Exception:
     ckpt.close()
     raise
   start = int(jax.device_get(state["step"]))
   if start:
     logging.info("resumed from %s at step %d", ckpt.directory, start)
+  config_path = workdir / "config.json"
+  if config_path.is_file():
+    changed = config_differences(json.loads(config_path.read_text()), config)
+    if changed:
+      logging.warning("%s: this run's config differs from the saved one in %s; a resumed run "
+                      "continues under the new values", workdir, ", ".join(changed))
+  write_json(config_path, json.loads(config.to_json_best_effort()))
 
   aug = augment.LandmarkAugment(
       flip_probability=config.augment.landmark_flip,
@@ -626,7 +676,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
     writer.close()
 
   summary = {"step": int(step), "finished": step >= config.num_steps, "eval": last_eval,
-             "workdir": str(workdir)}
+             "workdir": str(workdir), "data": data_source,
+             # No checkpoint is selected: the metrics are those of the last state trained.
+             "evaluated": (f"the final state (step {config.num_steps}), on the test sets"
+                           if step >= config.num_steps else
+                           f"the latest periodic evaluation (every {config.eval_every} steps), "
+                           "on the test sets" if last_eval else "not evaluated yet")}
   if step < config.num_steps:
     return summary
 
