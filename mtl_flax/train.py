@@ -111,7 +111,7 @@ def check_data_config(task: str, data_config) -> None:
                      f"{', '.join(map(repr, sources))}")
   if source == "synthetic":
     for name in ("path", "test_path"):
-      if data_config[name]:
+      if data_config.get(name):  # partial data configs may lack the field
         raise ValueError(
             f"{field}.{name} is set ({data_config[name]}) but {field}.source is 'synthetic', "
             f"which reads no files; set {field}.source to the reader of that dataset "
@@ -120,7 +120,7 @@ def check_data_config(task: str, data_config) -> None:
   if not data_config.path:
     raise ValueError(f"{field}.path: a dataset root is needed for source {source!r}")
   for name in ("path", "test_path"):
-    if data_config[name] and not pathlib.Path(data_config[name]).exists():
+    if data_config.get(name) and not pathlib.Path(data_config[name]).exists():
       raise ValueError(f"{field}.{name}: {data_config[name]} does not exist (expected the root "
                        f"of a {source!r} dataset)")
 
