@@ -7,16 +7,21 @@ mixing), puts a new classifier on it and, for every fold of a subject-independen
 (10 folds for Oulu-CASIA, 5 for CK+ in the paper), trains on the other folds and tests on this
 one. An empty `checkpoint_workdir` trains from a random initialisation (the baseline).
 
-Results: `workdir/fold_XX.json` per fold (finished folds of the same setup are not rerun, so an
-interrupted run resumes at the first missing fold; a fold saved under another config, dataset,
-checkpoint or fold split is rerun) and `workdir/finetune_summary.json` with the per-fold and
-mean accuracy.
+The config is read once, at the entry, into `FinetuneSettings`; the network is built by
+`mtl_flax.functions` from the MTL run's own settings, and the shared pieces (mesh, NaN check,
+JSON writing) come from `sharding` and `metric_writer`.
+
+Results: `workdir/fold_XX.json` per fold, each a `subtle_core.runfolder.ResultStore` entry saved
+with the fingerprint of what determines it (the config less the fields that change no result,
+the data, the pretrained weights and the fold's test samples). Finished folds of the same
+fingerprint are not rerun, so an interrupted run resumes at the first missing fold; a fold saved
+under another config, dataset, checkpoint or fold split is rerun. `workdir/finetune_summary.json`
+holds the per-fold and mean accuracy.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import pathlib
@@ -31,13 +36,49 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mtl_flax import checkpoint as checkpoint_lib
 from mtl_flax import evaluate as evaluate_lib
+from mtl_flax import functions
+from mtl_flax import metric_writer
 from mtl_flax import metrics as metrics_lib
-from mtl_flax import train as train_lib
+from mtl_flax import optim
+from mtl_flax import runs
+from mtl_flax import settings as settings_lib
+from mtl_flax import sharding
+from mtl_flax import step as step_lib
 from mtl_flax.data import augment
 from mtl_flax.data import pipeline
+from mtl_flax.models import multitask
+from subtle_core import runfolder
 
 
 SOURCES = ("synthetic", "ckplus", "oulu_casia")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+  """The fields of configs/mtl_finetune.py that the folds use (read once, at the entry)."""
+  seed: int
+  prng_impl: str
+  num_folds: int
+  steps: int
+  batch_size: int
+  eval_batch_size: int
+  optimizer: str
+  learning_rate: float
+  momentum: float
+  freeze_trunk: bool
+  flip_probability: float
+  log_every: int
+
+
+def finetune_settings(config) -> FinetuneSettings:
+  """Reads the fold settings of a config from configs/mtl_finetune.py."""
+  return FinetuneSettings(
+      seed=int(config.seed), prng_impl=config.prng_impl, num_folds=int(config.num_folds),
+      steps=int(config.steps), batch_size=int(config.batch_size),
+      eval_batch_size=int(config.eval_batch_size), optimizer=config.optimizer,
+      learning_rate=float(config.learning_rate), momentum=float(config.momentum),
+      freeze_trunk=bool(config.freeze_trunk), flip_probability=float(config.flip_probability),
+      log_every=int(config.log_every))
 
 
 def check_data_config(data_config) -> None:
@@ -128,12 +169,13 @@ def load_pretrained(checkpoint_workdir, *, task: str = "expression") -> Pretrain
   if not config_path.is_file():
     raise FileNotFoundError(f"checkpoint_workdir: {config_path} not found (not an MTL workdir?)")
   mtl_config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-  model = train_lib.build_model(mtl_config)
+  compute = settings_lib.compute_settings(mtl_config)
+  model = functions.build_model(compute)
   if task not in model.tasks:
     raise ValueError(f"{workdir}: the MTL run has tasks {model.tasks}, not {task!r}")
-  tx = train_lib.optimizer_from_config(model, mtl_config)
-  image_shape = (mtl_config.image_size, mtl_config.image_size, 3)
-  abstract = jax.eval_shape(functools.partial(train_lib.init_state, model, tx,
+  tx = optim.optimizer_for(model, compute)
+  image_shape = (compute.image_size, compute.image_size, 3)
+  abstract = jax.eval_shape(functools.partial(step_lib.init_state, model, tx,
                                               image_shape=image_shape), jax.random.key(0))
   # Host arrays throughout: no device op (and no compilation) per leaf.
   target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), abstract)
@@ -201,7 +243,7 @@ def make_fold_functions(config, module: Classifier):
     tx = optax.multi_transform({"head": opt, "frozen": optax.set_to_zero()}, labels_fn)
   else:
     tx = opt
-  mesh = train_lib.data_mesh()
+  mesh = sharding.data_mesh()
   replicated = NamedSharding(mesh, P())
   step = jax.jit(make_finetune_step(module, tx), donate_argnums=(0,),
                  out_shardings=(replicated, replicated))
@@ -242,7 +284,7 @@ def run_fold(config, fold: int, train_idx, test_idx, images, labels, module: Cla
                     jax.device_put(train.targets[idx], sharded))
     if (s + 1) % config.log_every == 0 or s + 1 == config.steps:
       m = jax.device_get(m)
-      train_lib.check_finite(s + 1, m)
+      metric_writer.check_finite(s + 1, m)
       logging.info("fold %d step %d: loss %.4f acc %.3f", fold, s + 1, m["loss"], m["accuracy"])
   test_images = images[test_idx]
   batch = -(-config.eval_batch_size // n) * n
@@ -257,54 +299,19 @@ def run_fold(config, fold: int, train_idx, test_idx, images, labels, module: Cla
           "num_test": int(len(test_idx))}
 
 
-def setup_hash(config, images, labels, subjects, trunk_vars) -> str:
-  """A fingerprint of everything the folds' results depend on but the split.
-
-  It covers the config (less the fields of `train.NON_RESULT_FIELDS`, such as `log_every`), the
-  data (images, labels, subjects) and the pretrained trunk's weights; `fold_setup_hash` adds a
-  fold's test samples. So a finished fold is reused only by a rerun of the same setup: a
-  different seed, fold count, dataset or checkpoint reruns it.
-  """
-  h = hashlib.sha1()
-  fields = {k: v for k, v in json.loads(config.to_json_best_effort()).items()
-            if k not in train_lib.NON_RESULT_FIELDS}
-  h.update(json.dumps(fields, sort_keys=True).encode())
-  for array in (images, labels, subjects):
-    _hash_array(h, array)
-  if trunk_vars is not None:
-    for path, leaf in jax.tree_util.tree_leaves_with_path(trunk_vars):
-      h.update(jax.tree_util.keystr(path).encode())
-      h.update(np.ascontiguousarray(leaf).tobytes())
-  return h.hexdigest()
+def setup_fingerprint(config, images, labels, subjects, trunk_vars) -> runfolder.Fingerprint:
+  """What every fold's result depends on but the split: the config (less
+  `runs.NON_RESULT_FIELDS`, such as `log_every`), the data (images, labels, subjects) and the
+  pretrained trunk's weights. `fold_fingerprint` adds a fold's test samples. So a finished fold
+  is reused only by a rerun of the same setup: a different seed, fold count, dataset or
+  checkpoint reruns it."""
+  return runfolder.fingerprint(config=runs.result_fields(config), images=images, labels=labels,
+                               subjects=subjects, trunk=trunk_vars)
 
 
-def fold_setup_hash(setup: str, test_idx) -> str:
-  """The fingerprint of one fold: the run's `setup_hash` and the fold's test samples."""
-  h = hashlib.sha1(setup.encode())
-  _hash_array(h, test_idx)
-  return h.hexdigest()[:16]
-
-
-def _hash_array(h, array):
-  array = np.ascontiguousarray(array)
-  h.update(f"{array.dtype}{array.shape}".encode())
-  h.update(array.tobytes())
-
-
-def _finished_fold(path: pathlib.Path, setup: str) -> dict | None:
-  """The saved result of a fold if it was computed by the same setup, else None."""
-  if not path.is_file():
-    return None
-  try:
-    result = json.loads(path.read_text())
-  except (OSError, ValueError):
-    logging.warning("%s is unreadable; rerunning the fold", path)
-    return None
-  if result.get("setup") != setup:
-    logging.warning("%s was computed with another setup (config, data, checkpoint or folds); "
-                    "rerunning the fold", path)
-    return None
-  return result
+def fold_fingerprint(setup: runfolder.Fingerprint, test_idx) -> runfolder.Fingerprint:
+  """The fingerprint of one fold: the run's `setup_fingerprint` and the fold's test samples."""
+  return runfolder.fingerprint(setup=setup.digest, test_samples=np.asarray(test_idx))
 
 
 def finetune(config: ml_collections.ConfigDict, workdir) -> dict:
@@ -320,36 +327,37 @@ def finetune(config: ml_collections.ConfigDict, workdir) -> dict:
   workdir = pathlib.Path(workdir)
   # The config is checked, the weights and the data loaded before anything is written.
   check_data_config(config.data)
+  fold_settings = finetune_settings(config)
   pretrained = None
   if config.checkpoint_workdir:
     pretrained = load_pretrained(config.checkpoint_workdir)
     trunk, trunk_vars = pretrained.trunk, pretrained.variables
     image_size = int(pretrained.mtl_config.image_size)
   else:
-    trunk = train_lib.multitask._backbone(config.backbone, jnp.float32)  # pylint: disable=protected-access
+    trunk = multitask.backbone(config.backbone)
     trunk_vars, image_size = None, int(config.image_size)
   images, labels, subjects, class_names = load_finetune_data(config.data, image_size=image_size,
                                                              seed=config.seed)
-  train_lib.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
-  folds = pipeline.subject_kfold(subjects, config.num_folds, seed=config.seed)
+  metric_writer.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+  folds = pipeline.subject_kfold(subjects, fold_settings.num_folds, seed=fold_settings.seed)
   module = Classifier(trunk=trunk, num_classes=len(class_names))
-  functions = None
+  fold_functions = None
   results = []
+  store = runfolder.ResultStore(workdir)
   # The data and weights are hashed once; each fold adds its test samples.
-  run_setup = setup_hash(config, images, labels, subjects, trunk_vars)
+  setup = setup_fingerprint(config, images, labels, subjects, trunk_vars)
   for fold, (train_idx, test_idx) in enumerate(folds):
-    path = workdir / f"fold_{fold:02d}.json"
-    setup = fold_setup_hash(run_setup, test_idx)
-    result = _finished_fold(path, setup)
+    name = f"fold_{fold:02d}"
+    fp = fold_fingerprint(setup, test_idx)
+    result = store.load_json(name, fp, on_mismatch="recompute")
     if result is not None:
       results.append(result)
       continue
-    functions = functions or make_fold_functions(config, module)
-    result = run_fold(config, fold, train_idx, test_idx, images, labels, module, trunk_vars,
-                      functions)
+    fold_functions = fold_functions or make_fold_functions(fold_settings, module)
+    result = run_fold(fold_settings, fold, train_idx, test_idx, images, labels, module,
+                      trunk_vars, fold_functions)
     result["test_subjects"] = sorted(int(s) for s in np.unique(subjects[test_idx]))
-    result["setup"] = setup
-    train_lib.write_json(path, result)
+    store.save_json(name, fp, result)
     results.append(result)
   accuracies = [r["accuracy"] for r in results]
   mean, std = metrics_lib.mean_and_std(accuracies)
@@ -365,5 +373,5 @@ def finetune(config: ml_collections.ConfigDict, workdir) -> dict:
              "data": describe_data(config),
              "evaluated": "each fold's classifier after its last step, on the fold's test "
                           "subjects (no checkpoint selection)"}
-  train_lib.write_json(workdir / "finetune_summary.json", summary)
+  metric_writer.write_json(workdir / "finetune_summary.json", summary)
   return summary

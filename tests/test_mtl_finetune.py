@@ -94,7 +94,7 @@ def test_finetune_from_mtl_checkpoint_with_subject_folds(tmp_path, monkeypatch):
   assert summary["pretrained_step"] == 2
   assert summary["pretrained_checkpoint"] == (f"{mtl_dir.absolute() / 'checkpoints' / '2'} "
                                               "(the newest intact checkpoint)")
-  folds = [json.loads((out / f"fold_{k:02d}.json").read_text()) for k in range(2)]
+  folds = [json.loads((out / f"fold_{k:02d}.json").read_text())["result"] for k in range(2)]
   assert not set(folds[0]["test_subjects"]) & set(folds[1]["test_subjects"])
   assert sorted(folds[0]["test_subjects"] + folds[1]["test_subjects"]) == [1, 2, 3, 4, 5]
   assert sum(f["num_test"] for f in folds) == 45
@@ -122,7 +122,7 @@ def test_finetune_from_mtl_checkpoint_with_subject_folds(tmp_path, monkeypatch):
   config.num_folds = 3
   three = finetune.finetune(config, out)
   assert ran == [0, 1, 2] and three["fold_accuracies"] == [0.5] * 3
-  folds = [json.loads((out / f"fold_{k:02d}.json").read_text()) for k in range(3)]
+  folds = [json.loads((out / f"fold_{k:02d}.json").read_text())["result"] for k in range(3)]
   assert sorted(sum((f["test_subjects"] for f in folds), [])) == [1, 2, 3, 4, 5]
   assert sum(f["num_test"] for f in folds) == 45
   ran.clear()
