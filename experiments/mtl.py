@@ -23,7 +23,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   logging.info("summary: %s", summary)
-  print(f"step {summary['step']}: {summary['eval']}")
+  data = "; ".join(f"{task}: {source}" for task, source in summary["data"].items())
+  print(f"step {summary['step']}: {summary['eval']} (evaluated: {summary['evaluated']}; "
+        f"data: {data})")
 
 
 if __name__ == "__main__":

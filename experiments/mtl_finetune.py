@@ -24,7 +24,8 @@ def main(argv):
   summary = finetune.finetune(_CONFIG.value, _WORKDIR.value)
   accs = ", ".join(f"{a:.3f}" for a in summary["fold_accuracies"])
   print(f"{summary['num_folds']}-fold accuracy: {summary['mean_accuracy']:.4f} "
-        f"+- {summary['std_accuracy']:.4f} (folds: {accs})")
+        f"+- {summary['std_accuracy']:.4f} (folds: {accs}; data: {summary['data']}; weights: "
+        f"{summary['pretrained_checkpoint'] or 'random initialisation'})")
 
 
 if __name__ == "__main__":

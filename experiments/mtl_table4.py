@@ -29,10 +29,14 @@ from ml_collections import config_flags
 import numpy as np
 
 from configs import mtl as mtl_configs
+from mtl_flax import datasets
 from mtl_flax import evaluate
+from mtl_flax import runs
+from mtl_flax import settings
 from mtl_flax import train
 from subtle_core import atomic
 from subtle_core import cli
+from subtle_core import runfolder
 
 ROWS = {
     "single": ("single",),
@@ -76,7 +80,7 @@ def describe(config) -> dict:
   """Sharing / regulariser / ADA columns of a row."""
   sharing = config.model.sharing
   if sharing == "hard":
-    k = train.resolve_hard_share_convs(config.model.backbone, config.model.hard_share_convs)
+    k = settings.resolve_hard_share_convs(config.model.backbone, config.model.hard_share_convs)
     sharing = f"hard (k={k})"
   return {"sharing": sharing, "regulariser": config.regulariser.kind,
           "ada": "yes" if config.ada.enabled else "no"}
@@ -87,18 +91,21 @@ def run_rows(base, workdir, rows) -> list:
   workdir = pathlib.Path(workdir)
   # Every row name is checked before the first row trains.
   configs = {row: row_config(base, row) for row in rows}
+  for config in configs.values():  # and the data fields
+    for task in config.tasks:
+      datasets.check_data_config(task, config.data[task])
   records = []
   for row in rows:
     config = configs[row]
     row_dir = workdir / row
     summary_path = row_dir / "summary.json"
     if summary_path.is_file():
-      saved = json.loads((row_dir / "config.json").read_text())
-      changed = train.config_differences(saved, config)
-      if changed:
-        raise ValueError(f"row {row}: {row_dir} was trained with another config "
-                         f"({', '.join(changed)} differ); use another --workdir or delete "
-                         f"{row_dir}")
+      # A finished row made under other settings is refused, naming the fields that differ.
+      try:
+        runs.check_run(row_dir, config, on_mismatch="refuse",
+                       hint=f"; use another --workdir or delete {row_dir}")
+      except runfolder.FingerprintMismatch as e:
+        raise ValueError(f"row {row}: {e}") from e
       logging.info("row %s: finished earlier, reading %s", row, summary_path)
       summary = json.loads(summary_path.read_text())
     else:
@@ -107,7 +114,10 @@ def run_rows(base, workdir, rows) -> list:
     records.append({"row": row, **describe(config),
                     "expression_accuracy": summary["eval"].get("expression_accuracy"),
                     "landmark_nme": summary["eval"].get("landmark_nme_inter_pupil"),
-                    "domain_separability": summary.get("domain_separability")})
+                    "domain_separability": summary.get("domain_separability"),
+                    # Summaries written before the data were named get them from the config.
+                    "data": summary.get("data") or datasets.describe_data(
+                        tuple(config.tasks), lambda t: config.data[t], config.seed)})
   return records
 
 
@@ -121,7 +131,7 @@ def write_tables(records, workdir):
   fields = ["row", "sharing", "regulariser", "ada", "expression_accuracy", "landmark_nme",
             "domain_separability"]
   buf = io.StringIO()
-  writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+  writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
   writer.writeheader()
   writer.writerows(records)
   md = ["| row | sharing | trace norm | ADA | expression accuracy (%) | landmark NME, "
@@ -132,6 +142,16 @@ def write_tables(records, workdir):
     md.append(f"| {r['row']} | {r['sharing']} | {r['regulariser']} | {r['ada']} | "
               f"{_fmt(acc, '.2f')} | {_fmt(nme, '.2f')} | "
               f"{_fmt(r['domain_separability'], '.3f')} |")
+  md.append("")
+  md.append("Each row is evaluated once, at its final step, on the held-out test sets (no "
+            "checkpoint selection).")
+  sources = {}
+  for r in records:
+    for task, source in (r.get("data") or {}).items():
+      sources.setdefault(f"{task}: {source}", []).append(r["row"])
+  for text, rows in sources.items():
+    which = "" if len(rows) == len(records) else f" (rows {', '.join(rows)})"
+    md.append(f"Data, {text}{which}.")
   for name, text in (("table4.csv", buf.getvalue()), ("table4.md", "\n".join(md) + "\n")):
     atomic.write_text(workdir / name, text)
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mtl_flax import metrics as metrics_lib
+from mtl_flax import tasks as tasks_lib
 from subtle_core import atomic
 
 
@@ -59,7 +59,7 @@ def evaluate(eval_step, state, test: dict, tasks, *, batch_size: int, mesh: Mesh
   batch_size = -(-batch_size // n) * n
   sharding = None if mesh is None else NamedSharding(mesh, P(None, "data"))
   num_batches = max(-(-len(test[t]) // batch_size) for t in tasks)
-  logits, points, feats = [], [], {t: [] for t in tasks}
+  predictions, feats = {t: [] for t in tasks}, {t: [] for t in tasks}
   for b in range(num_batches):
     images, valids = [], []
     for task in tasks:
@@ -72,20 +72,14 @@ def evaluate(eval_step, state, test: dict, tasks, *, batch_size: int, mesh: Mesh
     features, outputs = jax.device_get(eval_step(state, stacked))
     for t, task in enumerate(tasks):
       v = valids[t]
-      (logits if task == "expression" else points).append(outputs[t][v])
+      predictions[task].append(outputs[t][v])
       if sum(len(f) for f in feats[task]) < max_features:
         feats[task].append(features[t][v])
   out = {}
-  if "expression" in tasks:
-    out["expression_accuracy"] = float(metrics_lib.accuracy(
-        np.concatenate(logits), test["expression"].targets))
-  if "landmarks" in tasks:
-    pred = np.concatenate(points)
-    true = test["landmarks"].targets.reshape(len(pred), -1)
-    out["landmark_nme"] = float(metrics_lib.landmark_nme(pred, true,
-                                                         normalisation=nme_normalisation))
-    out["landmark_nme_inter_pupil"] = float(metrics_lib.inter_pupil_nme(pred, true))
-    out["landmark_nme_inter_ocular"] = float(metrics_lib.inter_ocular_nme(pred, true))
+  for task in tasks_lib.NAMES:  # registry order: the metrics' order in summaries
+    if task in tasks:
+      out.update(tasks_lib.get(task).evaluate(np.concatenate(predictions[task]),
+                                              test[task].targets, nme_normalisation))
   features = {t: np.concatenate(f)[:max_features] if f else np.zeros((0, 0), np.float32)
               for t, f in feats.items()}
   return out, features

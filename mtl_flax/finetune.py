@@ -7,15 +7,21 @@ mixing), puts a new classifier on it and, for every fold of a subject-independen
 (10 folds for Oulu-CASIA, 5 for CK+ in the paper), trains on the other folds and tests on this
 one. An empty `checkpoint_workdir` trains from a random initialisation (the baseline).
 
-Results: `workdir/fold_XX.json` per fold (finished folds of the same setup are not rerun, so an
-interrupted run resumes at the first missing fold; a fold saved under another config, dataset,
-checkpoint or fold split is rerun) and `workdir/finetune_summary.json` with the per-fold and
-mean accuracy.
+The config is read once, at the entry, into `FinetuneSettings`; the network is built by
+`mtl_flax.functions` from the MTL run's own settings, and the shared pieces (mesh, NaN check,
+JSON writing) come from `sharding` and `metric_writer`.
+
+Results: `workdir/fold_XX.json` per fold, each a `subtle_core.runfolder.ResultStore` entry saved
+with the fingerprint of what determines it (the config less the fields that change no result,
+the data, the pretrained weights and the fold's test samples). Finished folds of the same
+fingerprint are not rerun, so an interrupted run resumes at the first missing fold; a fold saved
+under another config, dataset, checkpoint or fold split is rerun. `workdir/finetune_summary.json`
+holds the per-fold and mean accuracy.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import pathlib
@@ -30,10 +36,76 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from mtl_flax import checkpoint as checkpoint_lib
 from mtl_flax import evaluate as evaluate_lib
+from mtl_flax import functions
+from mtl_flax import metric_writer
 from mtl_flax import metrics as metrics_lib
-from mtl_flax import train as train_lib
+from mtl_flax import optim
+from mtl_flax import runs
+from mtl_flax import settings as settings_lib
+from mtl_flax import sharding
+from mtl_flax import step as step_lib
 from mtl_flax.data import augment
 from mtl_flax.data import pipeline
+from mtl_flax.models import multitask
+from subtle_core import runfolder
+
+
+SOURCES = ("synthetic", "ckplus", "oulu_casia")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+  """The fields of configs/mtl_finetune.py that the folds use (read once, at the entry)."""
+  seed: int
+  prng_impl: str
+  num_folds: int
+  steps: int
+  batch_size: int
+  eval_batch_size: int
+  optimizer: str
+  learning_rate: float
+  momentum: float
+  freeze_trunk: bool
+  flip_probability: float
+  log_every: int
+
+
+def finetune_settings(config) -> FinetuneSettings:
+  """Reads the fold settings of a config from configs/mtl_finetune.py."""
+  return FinetuneSettings(
+      seed=int(config.seed), prng_impl=config.prng_impl, num_folds=int(config.num_folds),
+      steps=int(config.steps), batch_size=int(config.batch_size),
+      eval_batch_size=int(config.eval_batch_size), optimizer=config.optimizer,
+      learning_rate=float(config.learning_rate), momentum=float(config.momentum),
+      freeze_trunk=bool(config.freeze_trunk), flip_probability=float(config.flip_probability),
+      log_every=int(config.log_every))
+
+
+def check_data_config(data_config) -> None:
+  """Raises ValueError naming the `data.*` field that cannot be what the user meant."""
+  source = data_config.source
+  if source not in SOURCES:
+    raise ValueError(f"data.source: unknown source {source!r}; expected one of "
+                     f"{', '.join(map(repr, SOURCES))}")
+  if source == "synthetic":
+    if data_config.path:
+      raise ValueError(f"data.path is set ({data_config.path}) but data.source is 'synthetic', "
+                       "which reads no files; set data.source to the reader of that dataset "
+                       "('ckplus' or 'oulu_casia') or clear data.path")
+    return
+  if not data_config.path:
+    raise ValueError(f"data.path: a dataset root is needed for source {source!r}")
+  if not pathlib.Path(data_config.path).exists():
+    raise ValueError(f"data.path: {data_config.path} does not exist (expected the root of a "
+                     f"{source!r} dataset)")
+
+
+def describe_data(config) -> str:
+  """Where the fine-tuning data comes from: the reader and its path, or 'synthetic, seed N'."""
+  d = config.data
+  if d.source == "synthetic":
+    return f"synthetic, seed {config.seed}, {d.num_subjects} subjects"
+  return f"{d.source} {d.path} (last {d.peak_frames} frames of each sequence)"
 
 
 def load_finetune_data(data_config, *, image_size: int, seed: int):
@@ -42,15 +114,14 @@ def load_finetune_data(data_config, *, image_size: int, seed: int):
   Labels are re-indexed to the classes present (e.g. CK+ codes 1-7 -> 0-6).
   """
   from mtl_flax.data import readers  # pylint: disable=g-import-not-at-top
+  check_data_config(data_config)
   source = data_config.source
   if source == "synthetic":
     from mtl_flax.data import synthetic  # pylint: disable=g-import-not-at-top
     images, codes, subjects = synthetic.make_basic_expression_dataset(
         data_config.num_subjects, image_size=image_size, seed=seed)
     names = readers.CKPLUS_CLASSES
-  elif source in ("ckplus", "oulu_casia"):
-    if not data_config.path:
-      raise ValueError(f"data.path: a dataset root is needed for source {source!r}")
+  else:
     if source == "ckplus":
       out = readers.load_ckplus(data_config.path, peak_frames=data_config.peak_frames,
                                 image_size=image_size,
@@ -60,43 +131,74 @@ def load_finetune_data(data_config, *, image_size: int, seed: int):
                                     image_size=image_size,
                                     face_detection=data_config.face_detection)
     images, codes, subjects, names = out.images, out.labels, out.subjects, out.class_names
-  else:
-    raise ValueError(f"data.source: expected 'synthetic', 'ckplus' or 'oulu_casia', got "
-                     f"{source!r}")
   present, labels = np.unique(np.asarray(codes), return_inverse=True)
   class_names = tuple(names[c] if 0 <= c < len(names) else str(c) for c in present)
   return (np.asarray(images, np.uint8), labels.astype(np.int32),
           np.asarray(subjects, np.int32), class_names)
 
 
-def load_pretrained_trunk(checkpoint_workdir, *, task: str = "expression"):
-  """(ResNet module, single-task trunk variables, MTL config) of a trained MTL run."""
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+  """One task's trunk taken from a trained MTL run.
+
+  Attributes:
+    trunk: the single-task ResNet module.
+    variables: its {'params', 'batch_stats'} (host arrays).
+    mtl_config: the MTL run's config (from its config.json).
+    step: the checkpoint step the weights come from (the newest intact one).
+    directory: the run's checkpoint folder.
+  """
+  trunk: nn.Module
+  variables: dict
+  mtl_config: ml_collections.ConfigDict
+  step: int
+  directory: pathlib.Path
+
+
+def load_pretrained(checkpoint_workdir, *, task: str = "expression") -> Pretrained:
+  """The trunk of `task` from the newest intact checkpoint of the MTL run in `checkpoint_workdir`.
+
+  A damaged newest checkpoint is skipped with a warning naming its folder (see
+  `checkpoint.Checkpointer.restore_latest`).
+  """
   workdir = pathlib.Path(checkpoint_workdir)
+  if not workdir.is_dir():
+    raise FileNotFoundError(f"checkpoint_workdir: {workdir} does not exist (expected the "
+                            "workdir of an experiments.mtl run)")
   config_path = workdir / "config.json"
   if not config_path.is_file():
     raise FileNotFoundError(f"checkpoint_workdir: {config_path} not found (not an MTL workdir?)")
   mtl_config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-  model = train_lib.build_model(mtl_config)
+  compute = settings_lib.compute_settings(mtl_config)
+  model = functions.build_model(compute)
   if task not in model.tasks:
     raise ValueError(f"{workdir}: the MTL run has tasks {model.tasks}, not {task!r}")
-  tx = train_lib.optimizer_from_config(model, mtl_config)
-  image_shape = (mtl_config.image_size, mtl_config.image_size, 3)
-  abstract = jax.eval_shape(functools.partial(train_lib.init_state, model, tx,
+  tx = optim.optimizer_for(model, compute)
+  image_shape = (compute.image_size, compute.image_size, 3)
+  abstract = jax.eval_shape(functools.partial(step_lib.init_state, model, tx,
                                               image_shape=image_shape), jax.random.key(0))
   # Host arrays throughout: no device op (and no compilation) per leaf.
   target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), abstract)
   ckpt = checkpoint_lib.Checkpointer(workdir)
   try:
     if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"no checkpoint in {ckpt.directory}")
-    state = jax.device_get(ckpt.restore(ckpt.latest_step(), target))
+      raise FileNotFoundError(f"checkpoint_workdir: no checkpoint in {ckpt.directory}")
+    state = jax.device_get(ckpt.restore_latest(target))
+    directory = ckpt.directory
   finally:
     ckpt.close()
   variables = model.task_variables(
       {"params": state["params"], "batch_stats": state["batch_stats"]},
       model.tasks.index(task))
   # Host copies: every fold puts (and donates) its own device buffers.
-  return model.trunk, jax.tree_util.tree_map(np.asarray, variables), mtl_config
+  return Pretrained(model.trunk, jax.tree_util.tree_map(np.asarray, variables), mtl_config,
+                    int(state["step"]), directory)
+
+
+def load_pretrained_trunk(checkpoint_workdir, *, task: str = "expression"):
+  """(ResNet module, single-task trunk variables, MTL config) of a trained MTL run."""
+  pretrained = load_pretrained(checkpoint_workdir, task=task)
+  return pretrained.trunk, pretrained.variables, pretrained.mtl_config
 
 
 class Classifier(nn.Module):
@@ -141,7 +243,7 @@ def make_fold_functions(config, module: Classifier):
     tx = optax.multi_transform({"head": opt, "frozen": optax.set_to_zero()}, labels_fn)
   else:
     tx = opt
-  mesh = train_lib.data_mesh()
+  mesh = sharding.data_mesh()
   replicated = NamedSharding(mesh, P())
   step = jax.jit(make_finetune_step(module, tx), donate_argnums=(0,),
                  out_shardings=(replicated, replicated))
@@ -182,7 +284,7 @@ def run_fold(config, fold: int, train_idx, test_idx, images, labels, module: Cla
                     jax.device_put(train.targets[idx], sharded))
     if (s + 1) % config.log_every == 0 or s + 1 == config.steps:
       m = jax.device_get(m)
-      train_lib.check_finite(s + 1, m)
+      metric_writer.check_finite(s + 1, m)
       logging.info("fold %d step %d: loss %.4f acc %.3f", fold, s + 1, m["loss"], m["accuracy"])
   test_images = images[test_idx]
   batch = -(-config.eval_batch_size // n) * n
@@ -197,54 +299,19 @@ def run_fold(config, fold: int, train_idx, test_idx, images, labels, module: Cla
           "num_test": int(len(test_idx))}
 
 
-def setup_hash(config, images, labels, subjects, trunk_vars) -> str:
-  """A fingerprint of everything the folds' results depend on but the split.
-
-  It covers the config (less the fields of `train.NON_RESULT_FIELDS`, such as `log_every`), the
-  data (images, labels, subjects) and the pretrained trunk's weights; `fold_setup_hash` adds a
-  fold's test samples. So a finished fold is reused only by a rerun of the same setup: a
-  different seed, fold count, dataset or checkpoint reruns it.
-  """
-  h = hashlib.sha1()
-  fields = {k: v for k, v in json.loads(config.to_json_best_effort()).items()
-            if k not in train_lib.NON_RESULT_FIELDS}
-  h.update(json.dumps(fields, sort_keys=True).encode())
-  for array in (images, labels, subjects):
-    _hash_array(h, array)
-  if trunk_vars is not None:
-    for path, leaf in jax.tree_util.tree_leaves_with_path(trunk_vars):
-      h.update(jax.tree_util.keystr(path).encode())
-      h.update(np.ascontiguousarray(leaf).tobytes())
-  return h.hexdigest()
+def setup_fingerprint(config, images, labels, subjects, trunk_vars) -> runfolder.Fingerprint:
+  """What every fold's result depends on but the split: the config (less
+  `runs.NON_RESULT_FIELDS`, such as `log_every`), the data (images, labels, subjects) and the
+  pretrained trunk's weights. `fold_fingerprint` adds a fold's test samples. So a finished fold
+  is reused only by a rerun of the same setup: a different seed, fold count, dataset or
+  checkpoint reruns it."""
+  return runfolder.fingerprint(config=runs.result_fields(config), images=images, labels=labels,
+                               subjects=subjects, trunk=trunk_vars)
 
 
-def fold_setup_hash(setup: str, test_idx) -> str:
-  """The fingerprint of one fold: the run's `setup_hash` and the fold's test samples."""
-  h = hashlib.sha1(setup.encode())
-  _hash_array(h, test_idx)
-  return h.hexdigest()[:16]
-
-
-def _hash_array(h, array):
-  array = np.ascontiguousarray(array)
-  h.update(f"{array.dtype}{array.shape}".encode())
-  h.update(array.tobytes())
-
-
-def _finished_fold(path: pathlib.Path, setup: str) -> dict | None:
-  """The saved result of a fold if it was computed by the same setup, else None."""
-  if not path.is_file():
-    return None
-  try:
-    result = json.loads(path.read_text())
-  except (OSError, ValueError):
-    logging.warning("%s is unreadable; rerunning the fold", path)
-    return None
-  if result.get("setup") != setup:
-    logging.warning("%s was computed with another setup (config, data, checkpoint or folds); "
-                    "rerunning the fold", path)
-    return None
-  return result
+def fold_fingerprint(setup: runfolder.Fingerprint, test_idx) -> runfolder.Fingerprint:
+  """The fingerprint of one fold: the run's `setup_fingerprint` and the fold's test samples."""
+  return runfolder.fingerprint(setup=setup.digest, test_samples=np.asarray(test_idx))
 
 
 def finetune(config: ml_collections.ConfigDict, workdir) -> dict:
@@ -258,41 +325,53 @@ def finetune(config: ml_collections.ConfigDict, workdir) -> dict:
     {'fold_accuracies': [...], 'mean_accuracy', 'std_accuracy', 'num_folds', ...}.
   """
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  train_lib.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+  # The config is checked, the weights and the data loaded before anything is written.
+  check_data_config(config.data)
+  fold_settings = finetune_settings(config)
+  pretrained = None
   if config.checkpoint_workdir:
-    trunk, trunk_vars, mtl_config = load_pretrained_trunk(config.checkpoint_workdir)
-    image_size = int(mtl_config.image_size)
+    pretrained = load_pretrained(config.checkpoint_workdir)
+    trunk, trunk_vars = pretrained.trunk, pretrained.variables
+    image_size = int(pretrained.mtl_config.image_size)
   else:
-    trunk = train_lib.multitask._backbone(config.backbone, jnp.float32)  # pylint: disable=protected-access
+    trunk = multitask.backbone(config.backbone)
     trunk_vars, image_size = None, int(config.image_size)
   images, labels, subjects, class_names = load_finetune_data(config.data, image_size=image_size,
                                                              seed=config.seed)
-  folds = pipeline.subject_kfold(subjects, config.num_folds, seed=config.seed)
+  metric_writer.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+  folds = pipeline.subject_kfold(subjects, fold_settings.num_folds, seed=fold_settings.seed)
   module = Classifier(trunk=trunk, num_classes=len(class_names))
-  functions = None
+  fold_functions = None
   results = []
+  store = runfolder.ResultStore(workdir)
   # The data and weights are hashed once; each fold adds its test samples.
-  run_setup = setup_hash(config, images, labels, subjects, trunk_vars)
+  setup = setup_fingerprint(config, images, labels, subjects, trunk_vars)
   for fold, (train_idx, test_idx) in enumerate(folds):
-    path = workdir / f"fold_{fold:02d}.json"
-    setup = fold_setup_hash(run_setup, test_idx)
-    result = _finished_fold(path, setup)
+    name = f"fold_{fold:02d}"
+    fp = fold_fingerprint(setup, test_idx)
+    result = store.load_json(name, fp, on_mismatch="recompute")
     if result is not None:
       results.append(result)
       continue
-    functions = functions or make_fold_functions(config, module)
-    result = run_fold(config, fold, train_idx, test_idx, images, labels, module, trunk_vars,
-                      functions)
+    fold_functions = fold_functions or make_fold_functions(fold_settings, module)
+    result = run_fold(fold_settings, fold, train_idx, test_idx, images, labels, module,
+                      trunk_vars, fold_functions)
     result["test_subjects"] = sorted(int(s) for s in np.unique(subjects[test_idx]))
-    result["setup"] = setup
-    train_lib.write_json(path, result)
+    store.save_json(name, fp, result)
     results.append(result)
   accuracies = [r["accuracy"] for r in results]
   mean, std = metrics_lib.mean_and_std(accuracies)
   summary = {"fold_accuracies": accuracies, "mean_accuracy": mean, "std_accuracy": std,
              "num_folds": config.num_folds, "class_names": list(class_names),
              "num_samples": int(len(labels)), "num_subjects": int(len(np.unique(subjects))),
-             "pretrained_from": config.checkpoint_workdir or None}
-  train_lib.write_json(workdir / "finetune_summary.json", summary)
+             "pretrained_from": config.checkpoint_workdir or None,
+             # Which weights: the newest checkpoint of the MTL run that could be restored.
+             "pretrained_step": None if pretrained is None else pretrained.step,
+             "pretrained_checkpoint": (
+                 None if pretrained is None else
+                 f"{pretrained.directory / str(pretrained.step)} (the newest intact checkpoint)"),
+             "data": describe_data(config),
+             "evaluated": "each fold's classifier after its last step, on the fold's test "
+                          "subjects (no checkpoint selection)"}
+  metric_writer.write_json(workdir / "finetune_summary.json", summary)
   return summary

@@ -56,6 +56,7 @@ Three factorisations:
   matrix is too inexact for that (``|Z Y - I| > 1e-3`` after the last step) the batch falls back
   to ``'exact'`` (``lax.cond``). Smaller ``smoothing`` needs more iterations.
 """
+import dataclasses
 import functools
 import math
 from typing import Mapping, Sequence
@@ -179,10 +180,9 @@ def _kept(s):
 
 
 def _factor_one(m, key, config):
-  method, rank, oversample, power_iters = config[:4]
-  if method == "randomized" and min(m.shape[-2:]) > rank + oversample:
-    return _randomized_svd(m, key, rank, oversample, power_iters)
-  if method == "gram":
+  if config.method == "randomized" and min(m.shape[-2:]) > config.rank + config.oversample:
+    return _randomized_svd(m, key, config.rank, config.oversample, config.power_iters)
+  if config.method == "gram":
     return _gram_svd(m)
   return _thin_svd(m)
 
@@ -228,7 +228,7 @@ def _newton_schulz(a, iterations, smoothing):
 
 def _ns_value_and_grad(m, key, config, with_grad):
   """Newton-Schulz value (and gradient) of (..., n, p), or the exact ones where it fails."""
-  iterations, smoothing = config[4], config[5]
+  iterations, smoothing = config.iterations, config.smoothing
   wide = m.shape[-2] <= m.shape[-1]
   a = m if wide else jnp.swapaxes(m, -1, -2)
   z, gram, scale, converged = _newton_schulz(a, iterations, smoothing)
@@ -257,13 +257,13 @@ def _uv(u, s, vt):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _nuclear(m, key, config):
-  if config[0] == "newton_schulz":
+  if config.method == "newton_schulz":
     return _ns_value_and_grad(m, key, config, with_grad=False)[0]
   return _factor(m, key, config)[1].sum(-1)
 
 
 def _nuclear_fwd(m, key, config):
-  if config[0] == "newton_schulz":
+  if config.method == "newton_schulz":
     return _ns_value_and_grad(m, key, config, with_grad=True)
   u, s, vt = _factor(m, key, config)
   return s.sum(-1), _uv(u, s, vt)
@@ -277,10 +277,26 @@ def _nuclear_bwd(config, grad, g):
 _nuclear.defvjp(_nuclear_fwd, _nuclear_bwd)
 
 
+@dataclasses.dataclass(frozen=True)
+class SVDConfig:
+  """The hashable (static) description of a factorisation, fields unused by `method` zero.
+
+  Attributes:
+    method: one of `METHODS`.
+    rank, oversample, power_iters: the randomized range finder's.
+    iterations, smoothing: Newton-Schulz's steps and relative shift eps.
+  """
+  method: str
+  rank: int = 0
+  oversample: int = 0
+  power_iters: int = 0
+  iterations: int = 0
+  smoothing: float = 0.0
+
+
 def _svd_config(method, rank, oversample, power_iters, iterations=NS_ITERATIONS,
-                smoothing=NS_SMOOTHING):
-  """The hashable (static) description of a factorisation:
-  ``(method, rank, oversample, power_iters, iterations, smoothing)``."""
+                smoothing=NS_SMOOTHING) -> SVDConfig:
+  """The checked `SVDConfig` of a factorisation's arguments."""
   if method not in METHODS:
     raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
   if method == "randomized":
@@ -288,13 +304,13 @@ def _svd_config(method, rank, oversample, power_iters, iterations=NS_ITERATIONS,
     if rank < 1 or oversample < 0 or power_iters < 0:
       raise ValueError(f"randomized SVD: expected rank >= 1, oversample >= 0, power_iters >= 0, "
                        f"got rank={rank}, oversample={oversample}, power_iters={power_iters}")
-    return ("randomized", rank, int(oversample), int(power_iters), 0, 0.0)
+    return SVDConfig("randomized", rank, int(oversample), int(power_iters))
   if method == "newton_schulz":
     if int(iterations) < 1 or not 0.0 < float(smoothing) < 1.0:
       raise ValueError(f"newton_schulz: expected iterations >= 1 and 0 < smoothing < 1, got "
                        f"iterations={iterations}, smoothing={smoothing}")
-    return ("newton_schulz", 0, 0, 0, int(iterations), float(smoothing))
-  return (method, 0, 0, 0, 0, 0.0)
+    return SVDConfig("newton_schulz", iterations=int(iterations), smoothing=float(smoothing))
+  return SVDConfig(method)
 
 
 def nuclear_norm(m: jax.Array, *, method: str = "exact", rank: int | None = None,

@@ -90,7 +90,11 @@ def test_finetune_from_mtl_checkpoint_with_subject_folds(tmp_path, monkeypatch):
   assert summary["class_names"] == ["anger", "happy", "surprise"]  # codes 1, 5, 7 re-indexed
   assert summary["num_samples"] == 5 * 3 * 3 and summary["num_subjects"] == 5
   assert summary["mean_accuracy"] == pytest.approx(np.mean(summary["fold_accuracies"]))
-  folds = [json.loads((out / f"fold_{k:02d}.json").read_text()) for k in range(2)]
+  assert summary["data"] == f"ckplus {tmp_path / 'ck'} (last 3 frames of each sequence)"
+  assert summary["pretrained_step"] == 2
+  assert summary["pretrained_checkpoint"] == (f"{mtl_dir.absolute() / 'checkpoints' / '2'} "
+                                              "(the newest intact checkpoint)")
+  folds = [json.loads((out / f"fold_{k:02d}.json").read_text())["result"] for k in range(2)]
   assert not set(folds[0]["test_subjects"]) & set(folds[1]["test_subjects"])
   assert sorted(folds[0]["test_subjects"] + folds[1]["test_subjects"]) == [1, 2, 3, 4, 5]
   assert sum(f["num_test"] for f in folds) == 45
@@ -118,7 +122,7 @@ def test_finetune_from_mtl_checkpoint_with_subject_folds(tmp_path, monkeypatch):
   config.num_folds = 3
   three = finetune.finetune(config, out)
   assert ran == [0, 1, 2] and three["fold_accuracies"] == [0.5] * 3
-  folds = [json.loads((out / f"fold_{k:02d}.json").read_text()) for k in range(3)]
+  folds = [json.loads((out / f"fold_{k:02d}.json").read_text())["result"] for k in range(3)]
   assert sorted(sum((f["test_subjects"] for f in folds), [])) == [1, 2, 3, 4, 5]
   assert sum(f["num_test"] for f in folds) == 45
   ran.clear()
@@ -140,3 +144,68 @@ def test_unknown_finetune_optimizer_is_refused():
 def test_pretrained_trunk_needs_an_mtl_workdir(tmp_path):
   with pytest.raises(FileNotFoundError, match="config.json"):
     finetune.load_pretrained_trunk(tmp_path)
+
+
+def test_finetune_data_config_errors_name_the_fields(tmp_path):
+  config = finetune_configs.get_config("runlocal")
+  config.data.path = "/data/CK+"
+  with pytest.raises(ValueError, match=r"data\.path is set \(/data/CK\+\) but data\.source is "
+                     r"'synthetic'.*'ckplus' or 'oulu_casia'"):
+    finetune.check_data_config(config.data)
+  config.data.source = "ck"
+  with pytest.raises(ValueError, match=r"data\.source: unknown source 'ck'; expected one of "
+                     r"'synthetic', 'ckplus', 'oulu_casia'"):
+    finetune.check_data_config(config.data)
+  config.data.source = "oulu_casia"
+  config.data.path = str(tmp_path / "nowhere")
+  with pytest.raises(ValueError, match=r"data\.path: .*nowhere does not exist"):
+    finetune.check_data_config(config.data)
+  # A refused start writes nothing.
+  with pytest.raises(ValueError, match=r"data\.path"):
+    finetune.finetune(config, tmp_path / "ft")
+  assert not (tmp_path / "ft").exists()
+  config.data.source, config.data.path = "synthetic", ""
+  config.checkpoint_workdir = str(tmp_path / "no_run")
+  with pytest.raises(FileNotFoundError, match=r"checkpoint_workdir: .*no_run does not exist"):
+    finetune.finetune(config, tmp_path / "ft")
+  assert not (tmp_path / "ft").exists()
+
+
+def test_pretrained_weights_skip_a_damaged_latest_checkpoint(tmp_path, caplog):
+  mtl_dir = tmp_path / "mtl"
+  config = _tiny_mtl_config()
+  train.train_and_evaluate(config, mtl_dir, datasets=_tiny_datasets())
+  intact = finetune.load_pretrained(mtl_dir)
+  assert intact.step == 4
+  for path in (mtl_dir / "checkpoints" / "4" / "state").rglob("*"):
+    if path.is_file() and path.parent.name == "d":
+      path.write_bytes(path.read_bytes()[:20])
+  pretrained = finetune.load_pretrained(mtl_dir)
+  assert pretrained.step == 2
+  warning = [r.getMessage() for r in caplog.records if "cannot be restored" in r.getMessage()]
+  assert len(warning) == 1 and f"delete {mtl_dir.absolute() / 'checkpoints' / '4'}" in warning[0]
+  assert (mtl_dir / "checkpoints" / "4").is_dir()  # fine-tuning only reads the MTL run
+  # The weights are step 2's, not step 4's.
+  ckpt = checkpoint_lib.Checkpointer(mtl_dir)
+  try:
+    meta = ckpt.read_metadata(2)
+  finally:
+    ckpt.close()
+  assert meta["step"] == 2
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(intact.variables), jax.tree_util.tree_leaves(pretrained.variables)))
+
+
+def test_finetune_cli_reports_a_config_error_in_one_line(tmp_path):
+  import pathlib
+  import subprocess
+  import sys
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.mtl_finetune", "--config=configs/mtl_finetune.py:runlocal",
+       f"--workdir={tmp_path / 'ft'}", "--config.data.source=ckplus",
+       f"--config.data.path={tmp_path / 'CK+'}"],
+      cwd=repo, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.splitlines()[0] == (f"error: data.path: {tmp_path / 'CK+'} does not exist "
+                                         "(expected the root of a 'ckplus' dataset)")

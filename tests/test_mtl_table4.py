@@ -30,6 +30,9 @@ def test_table4_rows_and_resume(tmp_path):
     assert (tmp_path / sub / "summary.json").exists()
   table = (tmp_path / "table4.md").read_text()
   assert "laf" in table.lower() and "single" in table.lower()
+  assert "Data, expression: synthetic, seed 0, 26 samples" in table
+  assert "Data, landmarks: synthetic, seed 1, 16 samples" in table
+  assert "at its final step" in table
   before = (tmp_path / "laf" / "summary.json").stat().st_mtime_ns
   again = _run(tmp_path)
   assert again.returncode == 0, again.stderr[-3000:]
@@ -38,6 +41,14 @@ def test_table4_rows_and_resume(tmp_path):
   changed = _run(tmp_path, "--config.regulariser.strength=0.5", rows="laf")
   assert changed.returncode != 0
   assert "regulariser.strength" in changed.stderr and "another --workdir" in changed.stderr
+  assert changed.returncode == 2 and changed.stderr.startswith("error: row laf: ")
+  # A wrong data path is named before any row trains.
+  wrong = _run(tmp_path / "other", "--config.data.landmarks.source=300w",
+               "--config.data.landmarks.path=/no/such/300W", rows="single")
+  assert wrong.returncode == 2
+  assert wrong.stderr.splitlines()[0] == ("error: data.landmarks.path: /no/such/300W does not "
+                                          "exist (expected the root of a '300w' dataset)")
+  assert not (tmp_path / "other" / "single").exists()
   assert (tmp_path / "laf" / "summary.json").stat().st_mtime_ns == before
 
 

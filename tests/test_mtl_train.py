@@ -7,6 +7,8 @@ functions within the process).
 import functools
 import json
 import pathlib
+import shutil
+import subprocess
 import sys
 
 import jax
@@ -226,7 +228,10 @@ def test_resume_gives_the_uninterrupted_parameters_on_two_devices(tmp_path):
   straight = train.train_and_evaluate(config, tmp_path / "straight", datasets=datasets)
   first = train.train_and_evaluate(config, tmp_path / "resumed", datasets=datasets,
                                    stop_at_step=2)
-  assert first == {"step": 2, "finished": False, "eval": {}, "workdir": str(tmp_path / "resumed")}
+  in_memory = "given in memory (the datasets argument)"
+  assert first == {"step": 2, "finished": False, "eval": {}, "workdir": str(tmp_path / "resumed"),
+                   "data": {"expression": in_memory, "landmarks": in_memory},
+                   "evaluated": "not evaluated yet"}
   resumed = train.train_and_evaluate(config, tmp_path / "resumed", datasets=datasets)
   assert straight["finished"] and resumed["finished"]
   assert resumed["eval"] == pytest.approx(straight["eval"], rel=1e-6)
@@ -306,6 +311,9 @@ def test_cli_end_to_end_runlocal(tmp_path, monkeypatch):
     flags.FLAGS.unparse_flags()
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["finished"] and summary["step"] == 4
+  assert summary["data"]["expression"].startswith("synthetic, seed 0, 26 samples")
+  assert summary["data"]["landmarks"].startswith("synthetic, seed 1, 16 samples")
+  assert summary["evaluated"] == "the final state (step 4), on the test sets"
   assert 0.0 <= summary["eval"]["expression_accuracy"] <= 1.0
   assert summary["eval"]["landmark_nme"] > 0
   for name in ("metrics.jsonl", "decrease_rates.png", "embedding.png", "features.npz",
@@ -315,3 +323,146 @@ def test_cli_end_to_end_runlocal(tmp_path, monkeypatch):
       "2", "4"]
   with np.load(workdir / "features.npz") as f:
     assert f["expression"].shape[1] == f["landmarks"].shape[1] == 64
+
+
+# --------------------------------------------------------------------------- no silent wrong results
+
+
+def _data_config(task, **fields):
+  config = mtl_configs.get_config("runlocal")
+  for key, value in fields.items():
+    config.data[task][key] = value
+  return config.data[task]
+
+
+def test_data_config_errors_name_the_fields(tmp_path):
+  # A path beside source 'synthetic' is a contradiction, not something to ignore.
+  with pytest.raises(ValueError, match=r"data\.expression\.path is set \(/data/LSEMSW\) but "
+                     r"data\.expression\.source is 'synthetic'.*'image_folder'"):
+    train.check_data_config("expression", _data_config("expression", path="/data/LSEMSW"))
+  with pytest.raises(ValueError, match=r"data\.landmarks\.test_path is set .* "
+                     r"data\.landmarks\.source is 'synthetic'.*'300w'"):
+    train.check_data_config("landmarks", _data_config("landmarks", test_path=str(tmp_path)))
+  # An unknown source is named as such (not asked for a path).
+  with pytest.raises(ValueError, match=r"data\.expression\.source: unknown source 'foo'; "
+                     r"expected one of 'synthetic', 'image_folder'"):
+    train.check_data_config("expression", _data_config("expression", source="foo"))
+  with pytest.raises(ValueError, match=r"data\.landmarks\.path: a dataset root is needed"):
+    train.check_data_config("landmarks", _data_config("landmarks", source="300w"))
+  missing = tmp_path / "nowhere"
+  with pytest.raises(ValueError, match=rf"data\.landmarks\.path: {missing} does not exist"):
+    train.check_data_config("landmarks", _data_config("landmarks", source="300w",
+                                                      path=str(missing)))
+  with pytest.raises(ValueError, match=rf"data\.expression\.test_path: {missing} does not"):
+    train.check_data_config("expression", _data_config(
+        "expression", source="image_folder", path=str(tmp_path), test_path=str(missing)))
+  train.check_data_config("expression", _data_config("expression", source="image_folder",
+                                                     path=str(tmp_path)))  # accepted
+
+
+def test_describe_data_names_sources_and_seeds():
+  config = mtl_configs.get_config("runlocal")
+  config.seed = 3
+  config.data.landmarks.source = "300w"
+  config.data.landmarks.path = "/data/300W"
+  described = train.describe_data(config)
+  assert described["expression"].startswith("synthetic, seed 3, 26 samples; 25% held out")
+  assert described["landmarks"] == ("300w /data/300W; 25% held out for testing (by subject "
+                                    "where known)")
+
+
+def _tree_bytes(root):
+  return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+          if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """A finished tiny run (checkpoints at steps 2 and 4), and its summary."""
+  workdir = tmp_path_factory.mktemp("finished") / "run"
+  summary = train.train_and_evaluate(tiny_config(), workdir, datasets=tiny_datasets())
+  return workdir, summary
+
+
+def test_refused_or_failed_start_leaves_a_finished_run_untouched(finished_run, tmp_path):
+  workdir, _ = finished_run
+  before = _tree_bytes(workdir)
+  assert "config.json" in before and "summary.json" in before
+  other = tiny_config()
+  other.model.backbone = "resnet18"
+  with pytest.raises(ValueError, match=r"checkpoints/4 was saved by another architecture "
+                     r"\(backbone: saved 'tiny', now 'resnet18'\)"):
+    train.train_and_evaluate(other, workdir, datasets=tiny_datasets())
+  assert _tree_bytes(workdir) == before
+  wrong_path = tiny_config()
+  wrong_path.data.expression.source = "image_folder"
+  wrong_path.data.expression.path = str(tmp_path / "nowhere")
+  with pytest.raises(ValueError, match=r"data\.expression\.path: .*nowhere does not exist"):
+    train.train_and_evaluate(wrong_path, workdir)
+  assert _tree_bytes(workdir) == before
+  # Nor is a fresh workdir created by a failed start.
+  with pytest.raises(ValueError, match=r"data\.expression\.path"):
+    train.train_and_evaluate(wrong_path, tmp_path / "fresh")
+  assert not (tmp_path / "fresh").exists()
+
+
+def _damage(step_dir):
+  """Truncates every array data file of a checkpoint step (as a full disk or a crash would)."""
+  files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+  assert files
+  for path in files:
+    path.write_bytes(path.read_bytes()[:20])
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path,
+                                                                  caplog):
+  source, straight = finished_run
+  workdir = tmp_path / "run"
+  shutil.copytree(source, workdir)
+  (workdir / "summary.json").unlink()
+  _damage(workdir / "checkpoints" / "4")
+  resumed = train.train_and_evaluate(tiny_config(), workdir, datasets=tiny_datasets())
+  warning = [r.getMessage() for r in caplog.records if "cannot be restored" in r.getMessage()]
+  assert len(warning) == 1
+  assert f"checkpoint step(s) 4 in {workdir / 'checkpoints'} cannot be restored" in warning[0]
+  assert "using step 2, the newest intact one" in warning[0]
+  assert str(workdir / "damaged_checkpoints" / "4") in warning[0]
+  # Steps 3 and 4 were trained again from step 2: the uninterrupted run's results.
+  assert resumed["finished"] and resumed["eval"] == pytest.approx(straight["eval"], rel=1e-6)
+  assert (workdir / "damaged_checkpoints" / "4").is_dir()
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+      "2", "4"]
+
+  # With every step damaged: one line naming the folder and the steps.
+  _damage(workdir / "checkpoints" / "2")
+  _damage(workdir / "checkpoints" / "4")
+  with pytest.raises(checkpoint_lib.DamagedCheckpointError) as error:
+    train.train_and_evaluate(tiny_config(), workdir, datasets=tiny_datasets())
+  message = str(error.value)
+  assert "\n" not in message
+  assert message.startswith(f"{workdir / 'checkpoints'}: no checkpoint can be restored; "
+                            "step(s) 4, 2 are damaged")
+
+
+def _cli(workdir, *overrides, module="experiments.mtl", config="configs/mtl.py:runlocal"):
+  command = [sys.executable, "-m", module, f"--config={config}", f"--workdir={workdir}",
+             *overrides]
+  return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["--config.data.expression.path=/data/LSEMSW"],
+     "error: data.expression.path is set (/data/LSEMSW) but data.expression.source is "
+     "'synthetic'"),
+    (["--config.data.expression.source=foo"],
+     "error: data.expression.source: unknown source 'foo'; expected one of 'synthetic', "
+     "'image_folder'"),
+    (["--config.data.landmarks.source=300w", "--config.data.landmarks.path=/no/such/300W"],
+     "error: data.landmarks.path: /no/such/300W does not exist"),
+], ids=["path_with_synthetic", "unknown_source", "missing_path"])
+def test_cli_reports_a_config_error_in_one_line(tmp_path, overrides, expected):
+  proc = _cli(tmp_path / "run", *overrides)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.splitlines()[0].startswith(expected), proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "run").exists()

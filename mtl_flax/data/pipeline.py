@@ -17,9 +17,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from mtl_flax import tasks as tasks_lib
 from mtl_flax.data import augment
 
-TASKS = ("expression", "landmarks")
+TASKS = tasks_lib.NAMES
 
 
 @dataclasses.dataclass
@@ -51,9 +52,7 @@ class TaskData:
 
 
 def _task_index(task: str) -> int:
-  if task not in TASKS:
-    raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-  return TASKS.index(task)
+  return tasks_lib.get(task).index
 
 
 def epoch_batch_indices(num: int, batch_size: int, step: int, *, seed: int,
@@ -97,7 +96,8 @@ def task_batch(task: str, data: TaskData, indices: np.ndarray, *, seed: int, ste
   Returns:
     (images (B, S, S, 3) uint8, targets) with targets (B,) int32 labels or (B, 136) float32.
   """
-  t = _task_index(task)
+  kind = tasks_lib.get(task)
+  t = kind.index
   images = data.images[indices]
   targets = data.targets[indices]
   if augmentation:
@@ -105,14 +105,9 @@ def task_batch(task: str, data: TaskData, indices: np.ndarray, *, seed: int, ste
     targets = np.array(targets, copy=True)
     for j in range(len(indices)):
       rng = _sample_rng(seed, t, step, j)
-      if task == "expression":
-        images[j] = augment.augment_expression(images[j], rng, flip_probability=expression_flip)
-      else:
-        images[j], targets[j] = augment.augment_landmarks(images[j], targets[j], rng,
-                                                          landmark_augment)
-  if task == "expression":
-    return images, targets.astype(np.int32)
-  return images, targets.reshape(len(indices), -1).astype(np.float32)
+      images[j], targets[j] = kind.augment(images[j], targets[j], rng, expression_flip,
+                                           landmark_augment)
+  return images, kind.batch_targets(targets)
 
 
 def train_batch(step: int, datasets: dict, tasks: Sequence[str], batch_size: int, *, seed: int,
@@ -143,7 +138,7 @@ def train_batch(step: int, datasets: dict, tasks: Sequence[str], batch_size: int
                                landmark_augment=landmark_augment,
                                expression_flip=expression_flip)
     images.append(imgs)
-    batch["labels" if task == "expression" else "landmarks"] = targets
+    batch[tasks_lib.get(task).batch_key] = targets
   batch["images"] = np.stack(images)
   return batch
 

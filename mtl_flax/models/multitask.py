@@ -34,15 +34,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mtl_flax import tasks as tasks_lib
 from mtl_flax.adversarial import Discriminator
 from mtl_flax.models import resnet
 
 SHARING_MODES = ("none", "trace_norm", "hard", "cross_stitch")
-TASK_KINDS = ("expression", "landmarks")
+TASK_KINDS = tasks_lib.NAMES
 BACKBONES = ("resnet34", "resnet18", "tiny")
 TASK_MAPS = ("unroll", "vmap")
 CROSS_STITCH_SELF = 0.9
 _CONV_NAME = re.compile(r"(conv|proj)\d+")
+
+
+def backbone(name: str, dtype=jnp.float32) -> resnet.ResNet:
+  """The single-task ResNet called `name` (one of `BACKBONES`)."""
+  return _backbone(name, dtype)
 
 
 def _backbone(name: str, dtype) -> resnet.ResNet:
@@ -151,7 +157,7 @@ class MultiTaskNet:
     return hard_shared_layers(self.trunk.stage_sizes, self.hard_share_convs)
 
   def head_dim(self, task: str) -> int:
-    return self.num_classes if task == "expression" else 2 * self.num_landmarks
+    return tasks_lib.get(task).head_size(self.num_classes, self.num_landmarks)
 
   def _check_images(self, images):
     if images.ndim != 5 or images.shape[0] != self.num_tasks:
@@ -246,7 +252,7 @@ class MultiTaskNet:
   def apply_head(self, head_params, task: str, features: jax.Array) -> jax.Array:
     """Task head on (B, feature_dim) features: logits, or sigmoid landmark coordinates in (0, 1)."""
     out = nn.Dense(self.head_dim(task)).apply({"params": head_params}, features)
-    return jax.nn.sigmoid(out) if task == "landmarks" else out
+    return tasks_lib.get(task).head_output(out)
 
   def shareable_kernels(self, params) -> dict[str, jax.Array]:
     """Every per-task conv kernel of the trunk, stacked with the task axis LAST.
