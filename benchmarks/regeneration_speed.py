@@ -12,8 +12,8 @@ matrix, so its 259-point grid is the costliest of Tables II/III. Prints, from on
   (the issue's estimate: about 200). ``--full`` also times the whole float32 (or
   ``--full_precision``) grid once.
 
-  python benchmarks/regeneration_speed.py                    # real SMIC V->N if ../shared exists
-  python benchmarks/regeneration_speed.py --full             # plus the whole grid, one run
+  python -m benchmarks.regeneration_speed                    # real SMIC V->N if ../shared exists
+  python -m benchmarks.regeneration_speed --full             # plus the whole grid, one run
 """
 from __future__ import annotations
 

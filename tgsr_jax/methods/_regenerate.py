@@ -25,10 +25,15 @@ eigendecomposition depends on lambda only (one ``n x n`` ``eigh`` per lambda); t
 the same for every point, and mu enters only the soft threshold. So all mu values of one lambda
 iterate together: their ``P`` and ``T`` are stacked as ``(n, G, m)`` and ``Q`` of all of them is one
 matrix product of the shared ``A(kappa) = U diag(1 / (D + kappa/2)) U^T`` with an ``(n, G m)``
-matrix. A point that meets the stopping rule is frozen (per-point mask inside one
-``lax.while_loop``); the loop ends when every point of the chunk has stopped or at the iteration
-cap. The mu axis is split into chunks that fit a memory budget (TSRG's ``P`` is n x d per point),
-and a chunk's points are sharded over the local devices.
+matrix. One ``lax.while_loop`` runs a chunk; a point that meets the stopping rule has its output
+(and iteration count) recorded at that iteration, and the loop ends when every point of the chunk
+has stopped or at the iteration cap. The mu axis is split into chunks that fit a memory budget
+(TSRG's ``P`` is n x d per point), and a chunk's points are sharded over the local devices.
+
+Precision: ``'float64'`` is the reference. ``'float32'`` iterates in single precision (the
+kernels and eigendecompositions stay float64) with the stopping tolerance 1e-6; the problem
+amplifies rounding (see :func:`lambda_spectrum`), so float32 scores move by about 1% of their
+scale and a few predictions change.
 """
 from __future__ import annotations
 
