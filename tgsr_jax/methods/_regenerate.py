@@ -135,8 +135,8 @@ def _iterate_impl(u: jax.Array, dvals: jax.Array, b0: jax.Array, readout: jax.Ar
   * ``max |P_{k+1} - Q_k| = max |T_{k+1} - T_k| / kappa_k``.
 
   Algebraically the iteration of the module docstring; only ``clip(W_k, mu)`` and the next
-  right-hand side are carried, so an iteration is the product plus one elementwise sweep (the
-  iterations are bound by memory traffic next to the product).
+  right-hand side are carried, so an iteration is the product plus a few fused elementwise sweeps
+  over them (next to the product the iterations are bound by memory traffic).
 
   Args:
     u, dvals: the lambda's spectrum, (n, n) and (n,).
