@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from benchmarks import regeneration_speed
 from tgsr_jax import methods
 from tgsr_jax.methods import _regenerate
 from tgsr_jax.methods import svm
@@ -92,3 +93,11 @@ def test_registry_failed_points_and_bad_inputs():
   with pytest.raises(ValueError, match="xq has 5 features"):
     tsrg.fit_predict(xs, ys, xt, xq[:, :5], {"lambda": np.array([1.0]), "mu": np.array([0.1])},
                      num_classes=3)
+
+
+def test_speed_benchmark_runs_on_a_small_synthetic_problem(capsys):
+  record = regeneration_speed.main(["--features", "30", "--numpy_iterations", "2",
+                                    "--jax_iterations", "2"])
+  assert record["numpy"] > 0 and record["float64"] > 0 and record["float32"] > 0
+  assert record["speedup_float32"] == record["numpy"] / record["float32"]
+  assert "projected whole grid (259 points" in capsys.readouterr().out

@@ -25,10 +25,15 @@ eigendecomposition depends on lambda only (one ``n x n`` ``eigh`` per lambda); t
 the same for every point, and mu enters only the soft threshold. So all mu values of one lambda
 iterate together: their ``P`` and ``T`` are stacked as ``(n, G, m)`` and ``Q`` of all of them is one
 matrix product of the shared ``A(kappa) = U diag(1 / (D + kappa/2)) U^T`` with an ``(n, G m)``
-matrix. A point that meets the stopping rule is frozen (per-point mask inside one
-``lax.while_loop``); the loop ends when every point of the chunk has stopped or at the iteration
-cap. The mu axis is split into chunks that fit a memory budget (TSRG's ``P`` is n x d per point),
-and a chunk's points are sharded over the local devices.
+matrix. One ``lax.while_loop`` runs a chunk; a point that meets the stopping rule has its output
+(and iteration count) recorded at that iteration, and the loop ends when every point of the chunk
+has stopped or at the iteration cap. The mu axis is split into chunks that fit a memory budget
+(TSRG's ``P`` is n x d per point), and a chunk's points are sharded over the local devices.
+
+Precision: ``'float64'`` is the reference. ``'float32'`` iterates in single precision (the
+kernels and eigendecompositions stay float64) with the stopping tolerance 1e-6; the problem
+amplifies rounding (see :func:`lambda_spectrum`), so float32 scores move by about 1% of their
+scale and a few predictions change.
 """
 from __future__ import annotations
 
@@ -129,8 +134,9 @@ def _iterate_impl(u: jax.Array, dvals: jax.Array, b0: jax.Array, readout: jax.Ar
   * ``W_{k+1} = kappa_{k+1} Q_{k+1} + clip(W_k, mu)``;
   * ``max |P_{k+1} - Q_k| = max |T_{k+1} - T_k| / kappa_k``.
 
-  Algebraically the iteration of the module docstring; it reads and writes half as many
-  (n, m) arrays per iteration (the iterations are bound by memory traffic next to the product).
+  Algebraically the iteration of the module docstring; only ``clip(W_k, mu)`` and the next
+  right-hand side are carried, so an iteration is the product plus a few fused elementwise sweeps
+  over them (next to the product the iterations are bound by memory traffic).
 
   Args:
     u, dvals: the lambda's spectrum, (n, n) and (n,).
@@ -157,40 +163,50 @@ def _iterate_impl(u: jax.Array, dvals: jax.Array, b0: jax.Array, readout: jax.Ar
     clipped = jnp.clip(w, -mu3, mu3)
     return b0[:, None, :] + 0.5 * ((kappa_next / kappa) * (w - clipped) - clipped)
 
+  def readout_of(w, clipped, kappa):
+    return jnp.einsum("ngm,mr->ngr", (w - clipped) / kappa, readout)  # P = soft(W, mu) / kappa
+
   # Iteration 0 from P = T = init (T_0 is not a clip of anything, so it is peeled off).
   init = jnp.asarray(settings.init_value, dtype)
   kappa = jnp.asarray(settings.kappa0, dtype)
   rhs = jnp.broadcast_to(b0[:, None, :] + 0.5 * (kappa * init + init), (n, g, m))
   w = kappa * product(kappa, rhs) - init
-  error = jnp.max(jnp.abs(jnp.clip(w, -mu3, mu3) + init), axis=(0, 2)) / kappa
+  clipped = jnp.clip(w, -mu3, mu3)
+  error = jnp.max(jnp.abs(clipped + init), axis=(0, 2)) / kappa
   done = (error < tol) | ~jnp.isfinite(error)
+  pr = readout_of(w, clipped, kappa)
   kappa_next = jnp.minimum(rho * kappa, kappa_max)
-  state = (w, next_rhs(w, kappa, kappa_next), kappa_next, jnp.full((g,), kappa),
-           jnp.ones((g,), jnp.int32), error, done, jnp.asarray(1, jnp.int32))
+  state = (clipped, next_rhs(w, kappa, kappa_next), pr, kappa_next, jnp.ones((g,), jnp.int32),
+           error, done, jnp.asarray(1, jnp.int32))
 
   def running(state):
     *_, done, step = state
     return (~jnp.all(done)) & (step < settings.max_iterations)
 
+  # Points that have stopped keep iterating (their columns of the product are independent of the
+  # others'), but their outputs were recorded when they stopped: nothing full-size is masked, and
+  # the readout runs only in the iterations where some point stops.
   def body(state):
-    w, rhs, kappa, kappa_last, iterations, error, done, step = state
-    clipped = jnp.clip(w, -mu3, mu3)
+    clipped, rhs, pr, kappa, iterations, error, done, step = state
     w_new = kappa * product(kappa, rhs) + clipped
-    error_new = jnp.max(jnp.abs(jnp.clip(w_new, -mu3, mu3) - clipped), axis=(0, 2)) / kappa
-    kappa_next = jnp.minimum(rho * kappa, kappa_max)
+    clipped_new = jnp.clip(w_new, -mu3, mu3)
+    error_new = jnp.max(jnp.abs(clipped_new - clipped), axis=(0, 2)) / kappa
     active = ~done
-    w = jnp.where(active[None, :, None], w_new, w)
+    # A non-finite error also stops a point (it is reported failed); at the iteration cap every
+    # running point is read out (and reported not converged).
+    last = step + 1 >= settings.max_iterations
+    stopping = active & ((error_new < tol) | ~jnp.isfinite(error_new) | last)
+    pr = jax.lax.cond(
+        jnp.any(stopping),
+        lambda: jnp.where(stopping[None, :, None], readout_of(w_new, clipped_new, kappa), pr),
+        lambda: pr)
     error = jnp.where(active, error_new, error)
-    kappa_last = jnp.where(active, kappa, kappa_last)
     iterations = iterations + active.astype(iterations.dtype)
-    # A non-finite error also stops a point (it is reported failed).
-    done = done | (error_new < tol) | ~jnp.isfinite(error_new)
-    return (w, next_rhs(w_new, kappa, kappa_next), kappa_next, kappa_last, iterations, error,
-            done, step + 1)
+    kappa_next = jnp.minimum(rho * kappa, kappa_max)
+    return (clipped_new, next_rhs(w_new, kappa, kappa_next), pr, kappa_next, iterations, error,
+            done | stopping, step + 1)
 
-  w, _, _, kappa_last, iterations, error, _, _ = jax.lax.while_loop(running, body, state)
-  p = (w - jnp.clip(w, -mu3, mu3)) / kappa_last[None, :, None]   # soft(W, mu) / kappa
-  pr = jnp.einsum("ngm,mr->ngr", p, readout)
+  _, _, pr, _, iterations, error, _, _ = jax.lax.while_loop(running, body, state)
   return {"pr": pr, "iterations": iterations, "error": error}
 
 
