@@ -165,8 +165,8 @@ def solve_qp(p: jax.Array, q: jax.Array, g: jax.Array, h: jax.Array, *, iteratio
   Args:
     p, q, g, h: the problem.
     iterations: the iteration budget (a converged point stops changing).
-    tol: stopping tolerance on the scaled residuals and the duality measure; None picks 1e-10
-      (float64) or 1e-5 (float32).
+    tol: stopping tolerance on the scaled residuals (the primal one relative to 1 + max|h|) and
+      the duality measure; None picks 1e-10 (float64) or 1e-5 (float32).
 
   Returns:
     x (n,), the iterations used, and whether the tolerance was met.
@@ -185,6 +185,7 @@ def solve_qp(p: jax.Array, q: jax.Array, g: jax.Array, h: jax.Array, *, iteratio
   scale = jnp.maximum(jnp.maximum(jnp.max(jnp.abs(p_s)), jnp.max(jnp.abs(q_s))), 1.0)
   p_s, q_s = p_s / scale, q_s / scale
   n, m = p.shape[0], g.shape[0]
+  h_norm = jnp.max(jnp.abs(h_s))
   eye = jnp.eye(n, dtype=dtype)
 
   def max_step(v, dv):
@@ -196,6 +197,10 @@ def solve_qp(p: jax.Array, q: jax.Array, g: jax.Array, h: jax.Array, *, iteratio
     rp = g_s @ x + s - h_s
     mu = jnp.dot(s, z) / m
     return rd, rp, mu
+
+  def met(rd, rp, mu):
+    return ((jnp.max(jnp.abs(rd)) < tol) & (jnp.max(jnp.abs(rp)) < tol * (1.0 + h_norm))
+            & (mu < tol))
 
   def body(_, state):
     x, s, z, it, done = state
@@ -221,12 +226,11 @@ def solve_qp(p: jax.Array, q: jax.Array, g: jax.Array, h: jax.Array, *, iteratio
     keep = done | ~ok
     x, s, z = (jnp.where(keep, old, upd) for old, upd in zip((x, s, z), new))
     rd, rp, mu = residuals(x, s, z)
-    met = (jnp.max(jnp.abs(rd)) < tol) & (jnp.max(jnp.abs(rp)) < tol) & (mu < tol)
-    return x, s, z, it + jnp.where(done, 0, 1), done | met | ~ok
+    return x, s, z, it + jnp.where(done, 0, 1), done | met(rd, rp, mu) | ~ok
 
-  start = (jnp.zeros(n, dtype), jnp.ones(m, dtype), jnp.ones(m, dtype), jnp.asarray(0),
+  # x = 0 with slacks that satisfy every inequality x = 0 satisfies: only the violated rows
+  # start infeasible (a start far from the loose rows, e.g. s = 1 against KMM's bound B, stalls).
+  start = (jnp.zeros(n, dtype), jnp.maximum(h_s, 1.0), jnp.ones(m, dtype), jnp.asarray(0),
            jnp.asarray(False))
   x, s, z, it, _ = jax.lax.fori_loop(0, iterations, body, start)
-  rd, rp, mu = residuals(x, s, z)
-  met = (jnp.max(jnp.abs(rd)) < tol) & (jnp.max(jnp.abs(rp)) < tol) & (mu < tol)
-  return x * d, it, met
+  return x * d, it, met(*residuals(x, s, z))
