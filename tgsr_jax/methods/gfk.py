@@ -25,9 +25,10 @@ largest k of the grid; a smaller k uses prefixes):
 The per-k work is a k x k SVD and O(n k^2) products.
 
 Classifiers (grid axis ``classifier``): '1nn', the paper's nearest neighbour under the GFK
-distance k(q, q) + k(s, s) - 2 k(q, s) (ties to the first source row), and 'svm', LIBSVM's one-vs-one
-SVM (C = 1) on the precomputed GFK kernel, which is what an SVM-based benchmark such as CDMER most
-likely ran. Both cost little once the kernel is formed.
+distance k(q, q) + k(s, s) - 2 k(q, s) (ties to the first source row), and 'svm', LIBSVM's
+one-vs-one SVM (C = 1) on the precomputed GFK kernel, which the CDMER benchmark most likely ran
+(it reproduces the published GFK N->V cell, 0.8142 / 81.69, exactly at k = 30). Both cost little
+once the kernel is formed.
 
 Queries (never used to fit) are rows x_q entering the kernel like any target row.
 

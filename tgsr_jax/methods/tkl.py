@@ -21,18 +21,19 @@ Classifier: LIBSVM's one-vs-one SVM (C = 1) on k~(X_s, X_s), applied to the quer
 k~(x_q, X_s), the queries being extrapolated like any other row (never used to fit).
 
 Computation: per kernel, K, the eigendecomposition of K_T and the extrapolated eigenvectors are
-computed once; the QP of every eta of the grid is solved together (``vmap`` of a small dense
-interior point method, :func:`tgsr_jax.methods._adaptation.solve_qp`).
+computed once (JAX); the QPs of all the grid's eta values are solved together by a small dense
+interior point method vectorised over the batch (:func:`tgsr_jax.methods._adaptation.solve_qp`).
 
 Conventions: r keeps the eigenvalues above 1e-8 (float64) or 1e-5 (float32) times the largest
-(the Nystrom extrapolation divides by them); ``rank`` in ``params`` caps r. The RBF kernel uses
+(the Nystrom extrapolation divides by them). The RBF kernel uses
 gamma = 1 / (rbf_width x the mean squared distance between the rows of [X_s; X_t]).
 
 Grid (no published grid): the damping factor eta in {1.1, 1.5, 2, 3, 5} (the paper's default is
-eta = 2 and its sensitivity study spans [1, 5] roughly; eta -> 1 lets the spectrum follow the source,
-large eta keeps only the leading target eigenvectors) x kernel in {linear, RBF (width 1)}. A point
-fails (labels -1) where eta < 1 (outside the paper's range), the QP does not converge within its
-iteration budget, or the learned kernel is not finite; ``iterations``/``converged`` report the QP.
+eta = 2 and its sensitivity study spans [1, 5] roughly; eta -> 1 lets the spectrum follow the
+source, large eta keeps only the leading target eigenvectors) x kernel in {linear, RBF (width 1)}.
+A point fails (labels -1) where eta < 1 (outside the paper's range), the QP does not converge within
+its iteration budget, or the learned kernel is not finite; ``iterations``/``converged`` report the
+QP.
 """
 from __future__ import annotations
 
@@ -70,19 +71,20 @@ def spectrum_qp(phi_s: jax.Array, k_ss: jax.Array):
   return a * a, -jnp.einsum("si,st,ti->i", phi_s, k_ss, phi_s)
 
 
-def damping_constraints(r: int, eta: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
-  """G, h with G l <= h  <=>  l_i >= eta l_{i+1} (i < r) and l_r >= 0."""
-  g = -jnp.eye(r, dtype=dtype) + eta * jnp.eye(r, k=1, dtype=dtype)
-  return g, jnp.zeros(r, dtype)
+def damping_constraints(r: int, etas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """G (E, r, r), h (r,) with G l <= h  <=>  l_i >= eta l_{i+1} (i < r) and l_r >= 0, per eta."""
+  etas = np.asarray(etas, np.float64)
+  g = -np.eye(r) + etas[:, None, None] * np.eye(r, k=1)
+  return g, np.zeros(r)
 
 
-@jax.jit
-def learn_spectra(p: jax.Array, q: jax.Array, etas: jax.Array):
-  """The damped spectrum for every eta: (G, r) spectra, iterations and convergence flags."""
-  def one(eta):
-    g, h = damping_constraints(p.shape[0], eta, p.dtype)
-    return ad.solve_qp(p, q, g, h)
-  return jax.vmap(one)(etas)
+def learn_spectra(p: np.ndarray, q: np.ndarray, etas: np.ndarray, dtype=np.float64):
+  """The damped spectrum for every eta, solved together.
+
+  Returns:
+    spectra (E, r), QP iterations (E,) and convergence flags (E,).
+  """
+  return ad.solve_qp(p, q, *damping_constraints(len(q), etas), dtype=dtype)
 
 
 def _fit_predict(xs, ys, xt, xq, params: Mapping[str, np.ndarray], *, num_classes: int,
@@ -94,8 +96,6 @@ def _fit_predict(xs, ys, xt, xq, params: Mapping[str, np.ndarray], *, num_classe
   kinds = ad.param(params, "kernel", "linear", size).astype(str)
   widths = ad.param(params, "rbf_width", 1.0, size).astype(np.float64)
   cs = ad.param(params, "C", 1.0, size).astype(np.float64)
-  rank = params.get("rank")
-  rank = None if rank is None else int(np.min(rank))
   ad.check_kernels(kinds)
   labels: list = [None] * size
   iterations = np.zeros(size, np.int64)
@@ -106,17 +106,17 @@ def _fit_predict(xs, ys, xt, xq, params: Mapping[str, np.ndarray], *, num_classe
     for kind, width in sorted({(kd, w if kd == "rbf" else 0.0) for kd, w in zip(kinds, widths)}):
       group = np.flatnonzero((kinds == kind) & ((widths == width) | (kind == "linear")))
       gamma = ad.rbf_gamma(x, width) if kind == "rbf" else 1.0
-      lam_t, phi_t = target_eigensystem(ad.kernel(xt_j, xt_j, kind, gamma), RANK_TOL[precision],
-                                        rank)
+      lam_t, phi_t = target_eigensystem(ad.kernel(xt_j, xt_j, kind, gamma), RANK_TOL[precision])
       if lam_t.shape[0] == 0:
         continue
-      extrapolate = lambda rows: ad.kernel(rows, xt_j, kind, gamma) @ (phi_t / lam_t)  # noqa: E731,B023
-      phi_s, phi_q = extrapolate(xs_j), extrapolate(xq_j)
+      nystrom = phi_t / lam_t
+      phi_s = ad.kernel(xs_j, xt_j, kind, gamma) @ nystrom
+      phi_q = ad.kernel(xq_j, xt_j, kind, gamma) @ nystrom
       p, q = spectrum_qp(phi_s, ad.kernel(xs_j, xs_j, kind, gamma))
       valid = group[etas[group] >= 1.0]
       if valid.size == 0:
         continue
-      spectra, its, met = learn_spectra(p, q, jnp.asarray(etas[valid], dtype))
+      spectra, its, met = learn_spectra(np.asarray(p), np.asarray(q), etas[valid], dtype)
       spectra, phi_s, phi_q = (np.asarray(a, np.float64) for a in (spectra, phi_s, phi_q))
       for i, g in enumerate(valid):
         iterations[g], converged[g] = int(its[i]), bool(met[i])
