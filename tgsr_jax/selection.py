@@ -299,7 +299,8 @@ class Selection:
     picks: rule name -> the picked grid index (-1 if every point failed).
     folds: (n_s,) the source fold of each source row.
     source_labels: (G, n_s) out-of-fold predictions of the source rows (forward fits).
-    reverse_labels: (G, n_s) out-of-fold backward predictions of the source rows (RV).
+    reverse_labels: (G, n_s) out-of-fold backward predictions of the source rows (RV; -1
+      where RV was not asked for).
     weights: (n_s,) out-of-fold density ratios ``p_t / p_s`` of the source rows.
     failed: (G,) whether any forward or backward fit of the point failed.
     options: the settings used (folds, seed, metric, weight estimator, ...), for the outputs.
@@ -347,7 +348,8 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
            num_folds: int = 5, seed: int = 0, metric: str = "mf1", rv_metric: str | None = None,
            weight_estimator: str = "logistic", domain_c: float = 1.0,
            domain_max_iter: int = 1000, kde_bandwidth: float = 1.0,
-           reverse_target: str = "train", precision: str = "float64") -> Selection:
+           reverse_target: str = "train", rules: Sequence[str] = RULES,
+           precision: str = "float64") -> Selection:
   """Scores every grid point of ``method`` with every label-free rule (module docstring).
 
   Target labels are not an argument: no rule can read them.
@@ -371,6 +373,9 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
     reverse_target: the unlabelled target of the backward fit: 'train' (Zhong et al.: the
       fold's training source rows; the held-out rows are only queried) or 'query' (skada: the
       held-out source rows themselves, transductively).
+    rules: the rules to score (a subset of :data:`RULES`). RV is the costly one: its backward
+      fits take one ``fit_predict`` call per fold and distinct pseudo-labelling (up to ``k G``
+      calls, each redoing the method's shared work), where the other rules together take ``k``.
     precision: passed to ``fit_predict``.
 
   Returns:
@@ -385,6 +390,9 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
   if weight_estimator not in WEIGHT_ESTIMATORS:
     raise ValueError(f"weight_estimator must be one of {WEIGHT_ESTIMATORS}, got "
                      f"{weight_estimator!r}")
+  unknown = [r for r in rules if r not in RULES]
+  if unknown or not rules:
+    raise ValueError(f"rules must be a non-empty subset of {RULES}, got {tuple(rules)}")
   if reverse_target not in REVERSE_TARGETS:
     raise ValueError(f"reverse_target must be one of {REVERSE_TARGETS}, got {reverse_target!r}")
   params = methods_lib.grid_points(method.grid) if params is None else dict(params)
@@ -416,7 +424,7 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
     pseudo = labels[:, len(va):]
     # Backward fits: one call per distinct pseudo-labelling, with the grid points sharing it.
     live = np.flatnonzero(~forward_failed)
-    if live.size == 0:
+    if "RV" not in rules or live.size == 0:
       continue
     distinct, group_of = np.unique(pseudo[live], axis=0, return_inverse=True)
     backward_target = xs[tr] if reverse_target == "train" else xs[va]
@@ -432,20 +440,21 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
       failed[members] |= back_failed
       reverse_labels[np.ix_(members, va)] = np.where(back_failed[:, None], -1,
                                                      np.asarray(backward.labels))
-  scores = {
-      "IWCV": iwcv_score(ys, source_labels, weights, num_classes=num_classes, metric=metric),
-      "RV": reverse_validation_score(ys, reverse_labels, num_classes=num_classes,
-                                     metric=rv_metric),
-      "DEV": dev_score(ys, source_labels, weights),
-      "SrcCV": iwcv_score(ys, source_labels, np.ones(n_s), num_classes=num_classes,
-                          metric=metric),
+  rule_scores = {
+      "IWCV": lambda: iwcv_score(ys, source_labels, weights, num_classes=num_classes,
+                                 metric=metric),
+      "RV": lambda: reverse_validation_score(ys, reverse_labels, num_classes=num_classes,
+                                             metric=rv_metric),
+      "DEV": lambda: dev_score(ys, source_labels, weights),
+      "SrcCV": lambda: iwcv_score(ys, source_labels, np.ones(n_s), num_classes=num_classes,
+                                  metric=metric),
   }
-  for rule in scores:
-    scores[rule] = np.where(failed, np.nan, scores[rule])
+  scores = {r: np.where(failed, np.nan, rule_scores[r]()) for r in RULES if r in rules}
   options = dict(num_folds=num_folds, seed=seed, metric=metric, rv_metric=rv_metric,
                  weight_estimator=weight_estimator, domain_c=domain_c,
                  domain_max_iter=domain_max_iter, kde_bandwidth=kde_bandwidth,
-                 reverse_target=reverse_target, loss_dev="zero_one", precision=precision)
+                 reverse_target=reverse_target, dev_loss="zero_one", rules=tuple(scores),
+                 precision=precision)
   return Selection(params=params, scores=scores, picks={r: pick(s) for r, s in scores.items()},
                    folds=folds, source_labels=source_labels, reverse_labels=reverse_labels,
                    weights=weights, failed=failed, options=options)
