@@ -31,7 +31,7 @@ average). The rules, each a ``(G,)`` score, higher = better:
 * **RV**, reverse (circular) validation (Zhong et al., ECML-PKDD 2010; Bruzzone & Marconcini,
   TPAMI 2010; skada's ``CircularValidation``): the score of the backward predictions of the
   held-out source rows against their true labels (M-F1 by default; skada's default is balanced
-  accuracy, ``metric='uar'``). If a grid point's pseudo-labels are all one class, the backward
+  accuracy, ``rv_metric='uar'``). If a grid point's pseudo-labels are all one class, the backward
   model can only predict that class (skada's rule; no backward fit is run).
 * **DEV**, deep embedded validation (You et al., ICML 2019; skada's ``DeepEmbeddedValidation``):
   with per-row losses ``l_i`` (here the 0-1 loss, as every method returns labels) and weights
@@ -54,7 +54,19 @@ estimates (``'kde'``, bandwidth 1); at d = 15045 a KDE is ruled by the nearest s
 option here, not the default.
 
 A pick is the first grid point (grid order) with the best score, as the oracle takes the first
-maximum of the target M-F1; failed grid points score NaN and are never picked.
+maximum of the target M-F1; failed grid points score NaN and are never picked. A point fails if
+any of its fits fails, so a point valid on the whole source can fail on the smaller folds (e.g. a
+subspace dimension above a fold's number of samples) and then cannot be picked.
+
+Where skada's scorers (0.6.0, the tests' reference) differ: they score one train/validation
+split (cross-validation averages the splits) where the rules here pool the folds; its
+``ImportanceWeightedScorer`` fits the two KDEs on the rows it scores; its ``CircularValidation``
+uses the held-out rows as the backward fit's target (``reverse_target='query'`` here); its
+``DeepEmbeddedValidation`` splits the rows it scores once more (0.67 / 0.33) for the domain
+classifier, and with a loss of shape (m,), as its default cross-entropy returns, multiplies it
+by the (m, 1) weights into an (m, m) matrix (a bug; an (m, 1) loss gives You et al.'s estimator,
+which :func:`dev_risk` computes). The tests check each pure rule against the scorer on the same
+split.
 """
 from __future__ import annotations
 
