@@ -269,6 +269,18 @@ def test_failed_points_score_nan_and_are_never_picked():
   assert (cheap.reverse_labels == -1).all()
 
 
+def test_kde_weights_option():
+  xs, ys, xt, _ = _shifted_problem(7)
+  result = selection.select(methods.get("SVM"), xs, ys, xt, {"C": np.array([1.0])},
+                            num_classes=3, num_folds=3, weight_estimator="kde",
+                            kde_bandwidth=2.0, rules=("IWCV",))
+  for f in range(3):
+    tr, va = np.flatnonzero(result.folds != f), np.flatnonzero(result.folds == f)
+    np.testing.assert_allclose(result.weights[va],
+                               selection.kde_density_ratio(xs[tr], xt, xs[va], bandwidth=2.0))
+  assert result.options["weight_estimator"] == "kde" and result.options["rules"] == ("IWCV",)
+
+
 def test_select_names_bad_arguments():
   xs, ys, xt, _ = _shifted_problem(6)
   method = methods.get("SVM")
