@@ -94,7 +94,8 @@ def test_weighted_scores_match_scikit_learn():
   w = rng.uniform(0.1, 3.0, 40)
   got = selection.weighted_scores(y, pred, w, 4)
   for g in range(3):
-    np.testing.assert_allclose(got["acc"][g], sk_metrics.accuracy_score(y, pred[g], sample_weight=w))
+    np.testing.assert_allclose(got["acc"][g],
+                               sk_metrics.accuracy_score(y, pred[g], sample_weight=w))
     np.testing.assert_allclose(got["mf1"][g], sk_metrics.f1_score(
         y, pred[g], labels=range(4), average="macro", sample_weight=w, zero_division=0))
     with pytest.warns(UserWarning, match="y_pred contains classes not in y_true"):
@@ -131,10 +132,10 @@ def test_dev_matches_skada_deep_embedded_validation(loss):
   # skada multiplies its (m, 1) weights by the losses: a loss of shape (m,), as its default
   # cross-entropy returns, broadcasts to (m, m) (a bug of skada 0.6.0); an (m, 1) loss gives the
   # estimator of You et al. (their code's shapes).
-  if loss == "zero_one":
-    loss_func = lambda y, p: (p.argmax(1) != y).astype(float)[:, None]  # noqa: E731
-  else:
-    loss_func = lambda y, p: np.array([scorer.cross_entropy_loss(t, q) for t, q in zip(y, p)])[:, None]  # noqa: E731,E501
+  def loss_func(y, p):
+    if loss == "zero_one":
+      return (p.argmax(1) != y).astype(float)[:, None]
+    return np.array([scorer.cross_entropy_loss(t, q) for t, q in zip(y, p)])[:, None]
   scorer = skada_metrics.DeepEmbeddedValidation(loss_func=loss_func, random_state=5)
   x, y, domain = _skada_inputs(held_out_x, held_out_y, xt)
   expected = scorer(estimator, x, y, sample_domain=domain)
@@ -257,6 +258,27 @@ def test_failed_points_score_nan_and_are_never_picked():
     assert np.isnan(result.scores[rule][0]) and np.isfinite(result.scores[rule][1])
     assert result.picks[rule] == 1
   assert selection.pick(np.array([np.nan, np.nan])) == -1
+  # Without RV no backward fit runs; the other rules are unchanged.
+  calls = []
+  counting = dataclasses.replace(
+      method, fit_predict=lambda *a, **k: calls.append(1) or flaky(*a, **k))
+  cheap = selection.select(counting, xs, ys, xt, {"C": np.array([1.0, 0.1])}, num_classes=3,
+                           rules=("IWCV", "DEV"))
+  assert len(calls) == 5 and set(cheap.scores) == {"IWCV", "DEV"}
+  np.testing.assert_array_equal(cheap.scores["DEV"], result.scores["DEV"])
+  assert (cheap.reverse_labels == -1).all()
+
+
+def test_kde_weights_option():
+  xs, ys, xt, _ = _shifted_problem(7)
+  result = selection.select(methods.get("SVM"), xs, ys, xt, {"C": np.array([1.0])},
+                            num_classes=3, num_folds=3, weight_estimator="kde",
+                            kde_bandwidth=2.0, rules=("IWCV",))
+  for f in range(3):
+    tr, va = np.flatnonzero(result.folds != f), np.flatnonzero(result.folds == f)
+    np.testing.assert_allclose(result.weights[va],
+                               selection.kde_density_ratio(xs[tr], xt, xs[va], bandwidth=2.0))
+  assert result.options["weight_estimator"] == "kde" and result.options["rules"] == ("IWCV",)
 
 
 def test_select_names_bad_arguments():
@@ -264,6 +286,8 @@ def test_select_names_bad_arguments():
   method = methods.get("SVM")
   with pytest.raises(ValueError, match="weight_estimator"):
     selection.select(method, xs, ys, xt, num_classes=3, weight_estimator="oracle")
+  with pytest.raises(ValueError, match="rules must be a non-empty subset"):
+    selection.select(method, xs, ys, xt, num_classes=3, rules=("IWCV", "oracle"))
   with pytest.raises(ValueError, match="ys must hold class indices in \\[0, 2\\)"):
     selection.select(method, xs, ys, xt, num_classes=2)
   with pytest.raises(ValueError, match="same d"):

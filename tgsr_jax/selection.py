@@ -31,7 +31,7 @@ average). The rules, each a ``(G,)`` score, higher = better:
 * **RV**, reverse (circular) validation (Zhong et al., ECML-PKDD 2010; Bruzzone & Marconcini,
   TPAMI 2010; skada's ``CircularValidation``): the score of the backward predictions of the
   held-out source rows against their true labels (M-F1 by default; skada's default is balanced
-  accuracy, ``metric='uar'``). If a grid point's pseudo-labels are all one class, the backward
+  accuracy, ``rv_metric='uar'``). If a grid point's pseudo-labels are all one class, the backward
   model can only predict that class (skada's rule; no backward fit is run).
 * **DEV**, deep embedded validation (You et al., ICML 2019; skada's ``DeepEmbeddedValidation``):
   with per-row losses ``l_i`` (here the 0-1 loss, as every method returns labels) and weights
@@ -54,7 +54,19 @@ estimates (``'kde'``, bandwidth 1); at d = 15045 a KDE is ruled by the nearest s
 option here, not the default.
 
 A pick is the first grid point (grid order) with the best score, as the oracle takes the first
-maximum of the target M-F1; failed grid points score NaN and are never picked.
+maximum of the target M-F1; failed grid points score NaN and are never picked. A point fails if
+any of its fits fails, so a point valid on the whole source can fail on the smaller folds (e.g. a
+subspace dimension above a fold's number of samples) and then cannot be picked.
+
+Where skada's scorers (0.6.0, the tests' reference) differ: they score one train/validation
+split (cross-validation averages the splits) where the rules here pool the folds; its
+``ImportanceWeightedScorer`` fits the two KDEs on the rows it scores; its ``CircularValidation``
+uses the held-out rows as the backward fit's target (``reverse_target='query'`` here); its
+``DeepEmbeddedValidation`` splits the rows it scores once more (0.67 / 0.33) for the domain
+classifier, and with a loss of shape (m,), as its default cross-entropy returns, multiplies it
+by the (m, 1) weights into an (m, m) matrix (a bug; an (m, 1) loss gives You et al.'s estimator,
+which :func:`dev_risk` computes). The tests check each pure rule against the scorer on the same
+split.
 """
 from __future__ import annotations
 
@@ -299,7 +311,8 @@ class Selection:
     picks: rule name -> the picked grid index (-1 if every point failed).
     folds: (n_s,) the source fold of each source row.
     source_labels: (G, n_s) out-of-fold predictions of the source rows (forward fits).
-    reverse_labels: (G, n_s) out-of-fold backward predictions of the source rows (RV).
+    reverse_labels: (G, n_s) out-of-fold backward predictions of the source rows (RV; -1
+      where RV was not asked for).
     weights: (n_s,) out-of-fold density ratios ``p_t / p_s`` of the source rows.
     failed: (G,) whether any forward or backward fit of the point failed.
     options: the settings used (folds, seed, metric, weight estimator, ...), for the outputs.
@@ -347,7 +360,8 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
            num_folds: int = 5, seed: int = 0, metric: str = "mf1", rv_metric: str | None = None,
            weight_estimator: str = "logistic", domain_c: float = 1.0,
            domain_max_iter: int = 1000, kde_bandwidth: float = 1.0,
-           reverse_target: str = "train", precision: str = "float64") -> Selection:
+           reverse_target: str = "train", rules: Sequence[str] = RULES,
+           precision: str = "float64") -> Selection:
   """Scores every grid point of ``method`` with every label-free rule (module docstring).
 
   Target labels are not an argument: no rule can read them.
@@ -371,6 +385,9 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
     reverse_target: the unlabelled target of the backward fit: 'train' (Zhong et al.: the
       fold's training source rows; the held-out rows are only queried) or 'query' (skada: the
       held-out source rows themselves, transductively).
+    rules: the rules to score (a subset of :data:`RULES`). RV is the costly one: its backward
+      fits take one ``fit_predict`` call per fold and distinct pseudo-labelling (up to ``k G``
+      calls, each redoing the method's shared work), where the other rules together take ``k``.
     precision: passed to ``fit_predict``.
 
   Returns:
@@ -385,6 +402,9 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
   if weight_estimator not in WEIGHT_ESTIMATORS:
     raise ValueError(f"weight_estimator must be one of {WEIGHT_ESTIMATORS}, got "
                      f"{weight_estimator!r}")
+  unknown = [r for r in rules if r not in RULES]
+  if unknown or not rules:
+    raise ValueError(f"rules must be a non-empty subset of {RULES}, got {tuple(rules)}")
   if reverse_target not in REVERSE_TARGETS:
     raise ValueError(f"reverse_target must be one of {REVERSE_TARGETS}, got {reverse_target!r}")
   params = methods_lib.grid_points(method.grid) if params is None else dict(params)
@@ -416,7 +436,7 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
     pseudo = labels[:, len(va):]
     # Backward fits: one call per distinct pseudo-labelling, with the grid points sharing it.
     live = np.flatnonzero(~forward_failed)
-    if live.size == 0:
+    if "RV" not in rules or live.size == 0:
       continue
     distinct, group_of = np.unique(pseudo[live], axis=0, return_inverse=True)
     backward_target = xs[tr] if reverse_target == "train" else xs[va]
@@ -432,20 +452,21 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
       failed[members] |= back_failed
       reverse_labels[np.ix_(members, va)] = np.where(back_failed[:, None], -1,
                                                      np.asarray(backward.labels))
-  scores = {
-      "IWCV": iwcv_score(ys, source_labels, weights, num_classes=num_classes, metric=metric),
-      "RV": reverse_validation_score(ys, reverse_labels, num_classes=num_classes,
-                                     metric=rv_metric),
-      "DEV": dev_score(ys, source_labels, weights),
-      "SrcCV": iwcv_score(ys, source_labels, np.ones(n_s), num_classes=num_classes,
-                          metric=metric),
+  rule_scores = {
+      "IWCV": lambda: iwcv_score(ys, source_labels, weights, num_classes=num_classes,
+                                 metric=metric),
+      "RV": lambda: reverse_validation_score(ys, reverse_labels, num_classes=num_classes,
+                                             metric=rv_metric),
+      "DEV": lambda: dev_score(ys, source_labels, weights),
+      "SrcCV": lambda: iwcv_score(ys, source_labels, np.ones(n_s), num_classes=num_classes,
+                                  metric=metric),
   }
-  for rule in scores:
-    scores[rule] = np.where(failed, np.nan, scores[rule])
+  scores = {r: np.where(failed, np.nan, rule_scores[r]()) for r in RULES if r in rules}
   options = dict(num_folds=num_folds, seed=seed, metric=metric, rv_metric=rv_metric,
                  weight_estimator=weight_estimator, domain_c=domain_c,
                  domain_max_iter=domain_max_iter, kde_bandwidth=kde_bandwidth,
-                 reverse_target=reverse_target, loss_dev="zero_one", precision=precision)
+                 reverse_target=reverse_target, dev_loss="zero_one", rules=tuple(scores),
+                 precision=precision)
   return Selection(params=params, scores=scores, picks={r: pick(s) for r, s in scores.items()},
                    folds=folds, source_labels=source_labels, reverse_labels=reverse_labels,
                    weights=weights, failed=failed, options=options)
