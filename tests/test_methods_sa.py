@@ -1,6 +1,5 @@
 """SA (tgsr_jax.methods.sa) against skada's SubspaceAlignmentAdapter and the authors' kernel."""
 import numpy as np
-import pytest
 import skada
 
 from tgsr_jax import cdmer_io

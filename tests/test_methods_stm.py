@@ -1,6 +1,5 @@
 """STM (tgsr_jax.methods.stm): the batched grid against a plain loop with SciPy's QP solver."""
 import numpy as np
-import pytest
 import scipy.optimize
 from sklearn import svm as sk_svm
 

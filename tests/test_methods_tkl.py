@@ -63,6 +63,9 @@ def test_spectrum_equals_nnls_reference(kind):
     got = np.asarray(spectra[i])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7 * expected.max())
     assert np.all(got[:-1] >= eta * got[1:] - 1e-9 * got.max())
+    assert tkl.spectrum_feasible(got, eta)
+  assert not tkl.spectrum_feasible(np.array([1.0, 0.9]), 2.0)        # 1.0 < 2 x 0.9
+  assert not tkl.spectrum_feasible(np.array([1.0, np.nan]), 2.0)
   # The damping binds: a larger eta changes the spectrum.
   assert not np.allclose(spectra[0], spectra[2])
 

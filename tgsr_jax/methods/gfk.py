@@ -96,8 +96,10 @@ def gfk_kernel(coords_i, coords_j) -> jnp.ndarray:
 @jax.jit
 def _kernels(s_ps, s_pt, q_ps, q_pt, align):
   """k(source, source), k(query, source) and k(query, query)'s diagonal for one k."""
-  c_s = gfk_coordinates(s_ps, s_pt, align)
-  c_q = gfk_coordinates(q_ps, q_pt, align)
+  n = s_ps.shape[0]
+  a, e, spectrum = gfk_coordinates(jnp.concatenate([s_ps, q_ps]), jnp.concatenate([s_pt, q_pt]),
+                                   align)                # one k x k SVD for both row sets
+  c_s, c_q = (a[:n], e[:n], spectrum), (a[n:], e[n:], spectrum)
   a_q, e_q, (l1, l2, l3) = c_q
   k_qq = jnp.sum(a_q * l1 * a_q + 2.0 * a_q * l2 * e_q + e_q * l3 * e_q, axis=1)
   return gfk_kernel(c_s, c_s), gfk_kernel(c_q, c_s), k_qq

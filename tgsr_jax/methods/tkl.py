@@ -31,9 +31,12 @@ gamma = 1 / (rbf_width x the mean squared distance between the rows of [X_s; X_t
 Grid (no published grid): the damping factor eta in {1.1, 1.5, 2, 3, 5} (the paper's default is
 eta = 2 and its sensitivity study spans [1, 5] roughly; eta -> 1 lets the spectrum follow the
 source, large eta keeps only the leading target eigenvectors) x kernel in {linear, RBF (width 1)}.
-A point fails (labels -1) where eta < 1 (outside the paper's range), the QP does not converge within
-its iteration budget, or the learned kernel is not finite; ``iterations``/``converged`` report the
-QP.
+A point fails (labels -1) where eta < 1 (outside the paper's range), the learned spectrum is not
+finite or breaks the constraints by more than 1e-6 of its largest value, or the learned kernel is
+not finite. ``iterations``/``converged`` report the QP: a large eta over r = 70..130 eigenpairs
+asks for spectra spanning eta^-r (5^-70 at eta = 5), which the interior point method may not
+bring to its tolerance within its 60 iterations; such a feasible, nearly optimal spectrum is used
+and reported as not converged.
 """
 from __future__ import annotations
 
@@ -78,6 +81,14 @@ def damping_constraints(r: int, etas: np.ndarray) -> tuple[np.ndarray, np.ndarra
   return g, np.zeros(r)
 
 
+def spectrum_feasible(spectrum: np.ndarray, eta: float, rtol: float = 1e-6) -> bool:
+  """Whether a learned spectrum is finite and meets the damping constraints up to ``rtol``."""
+  if not np.all(np.isfinite(spectrum)):
+    return False
+  slack = np.concatenate([eta * spectrum[1:] - spectrum[:-1], [-spectrum[-1]]])
+  return bool(np.max(slack) <= rtol * max(np.max(np.abs(spectrum)), np.finfo(float).tiny))
+
+
 def learn_spectra(p: np.ndarray, q: np.ndarray, etas: np.ndarray, dtype=np.float64):
   """The damped spectrum for every eta, solved together.
 
@@ -120,7 +131,7 @@ def _fit_predict(xs, ys, xt, xq, params: Mapping[str, np.ndarray], *, num_classe
       spectra, phi_s, phi_q = (np.asarray(a, np.float64) for a in (spectra, phi_s, phi_q))
       for i, g in enumerate(valid):
         iterations[g], converged[g] = int(its[i]), bool(met[i])
-        if not converged[g]:
+        if not spectrum_feasible(spectra[i], etas[g]):
           continue
         weighted = phi_s * spectra[i]
         labels[g] = ad.svm_on_kernel(weighted @ phi_s.T, ys, phi_q @ weighted.T,
