@@ -21,7 +21,7 @@ def _figure(figsize: tuple[float, float]):
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415  (lazy)
   from matplotlib.figure import Figure  # noqa: PLC0415
 
-  fig = Figure(figsize=figsize)
+  fig = Figure(figsize=figsize, layout="constrained")  # titles and labels never overlap
   FigureCanvasAgg(fig)
   return fig
 
