@@ -2,7 +2,10 @@
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through
 pyplot: matplotlib is imported only when a figure is drawn, and the backend of a running
-notebook (or any other pyplot state) is left as it is.
+notebook (or any other pyplot state) is left as it is. ``plot_*`` write a PNG (the CLI's
+outputs); ``*_figure`` return the figure (what a notebook displays): the selected regions of
+several fits side by side, the sensitivity curves, a sweep's (kappa, xi) heat map and a
+confusion matrix.
 """
 from __future__ import annotations
 
