@@ -1,9 +1,9 @@
 """mtl_flax.plots: figures of what they are given, without pyplot; metrics.jsonl reading."""
 import json
+import pathlib
 import subprocess
 import sys
 import textwrap
-import pathlib
 
 import numpy as np
 import pytest

@@ -76,6 +76,7 @@ def test_confusion_and_regions_figures_draw_what_they_are_given():
   # Row a, 8x8 panel: only cell (6, 1) is shaded.
   grid = np.asarray(fig.axes[3].images[0].get_array())
   assert grid[6, 1] > 0 and np.count_nonzero(grid) == 1
-  assert fig.axes[0].get_title() == "1x1: 1 selected" and fig.axes[4].get_title() == "1x1: 0 selected"
+  assert fig.axes[0].get_title() == "1x1: 1 selected"
+  assert fig.axes[4].get_title() == "1x1: 0 selected"
   with pytest.raises(ValueError, match="selected must have shape"):
     plots.selected_regions_figure({"a": selected[:10]})
