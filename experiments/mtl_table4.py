@@ -5,7 +5,8 @@ r"""Runs the paper's Table 4 comparison and writes table4.md / table4.csv.
 `--config` gives the base setting (e.g. `configs/mtl.py` for the CPU setting,
 `configs/mtl.py:resnet34` plus data paths for the paper's); every row then changes only the
 sharing / regulariser / ADA fields and trains into DIR/<row>/. Rows whose `summary.json` exists
-are not rerun, and an interrupted row resumes from its checkpoints, so the script is resumable.
+are not rerun (a finished row made under other settings is refused, naming the fields that
+differ), and an interrupted row resumes from its checkpoints, so the script is resumable.
 
 Rows (the paper has ADA only with the trace-norm MTL models, so only those get an ADA twin):
   single                independent networks, no coupling

@@ -231,7 +231,10 @@ def make_finetune_step(module: Classifier, tx):
 
 
 def make_fold_functions(config, module: Classifier):
-  """(tx, mesh, train step, predict, init), jitted once and shared by every fold."""
+  """(tx, mesh, train step, predict, init), jitted once and shared by every fold.
+
+  `config` is the run's `FinetuneSettings` (a fine-tuning config has the same fields).
+  """
   if config.optimizer == "sgd":
     opt = optax.sgd(config.learning_rate, momentum=config.momentum)
   elif config.optimizer == "adam":
@@ -256,7 +259,10 @@ def make_fold_functions(config, module: Classifier):
 
 def run_fold(config, fold: int, train_idx, test_idx, images, labels, module: Classifier,
              trunk_vars, functions) -> dict:
-  """Trains one fold from the pretrained trunk; returns its test accuracy and sizes."""
+  """Trains one fold from the pretrained trunk; returns its test accuracy and sizes.
+
+  `config` is the run's `FinetuneSettings` (a fine-tuning config has the same fields).
+  """
   tx, mesh, step, predict, init = functions
   rng = jax.random.fold_in(jax.random.key(config.seed, impl=config.prng_impl), fold)
   size = images.shape[1]
