@@ -88,38 +88,20 @@ def evaluate(eval_step, state, test: dict, tasks, *, batch_size: int, mesh: Mesh
 # --------------------------------------------------------------------------- plots
 
 
-def _pyplot():
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
-
-
 def _save(fig, path):
   with atomic.atomic_path(path) as tmp:
     fig.savefig(tmp, dpi=120, bbox_inches="tight", format=pathlib.Path(path).suffix[1:] or "png")
 
 
 def plot_decrease_rates(rates: dict, path) -> None:
-  """Fig. 3a-b: per-layer decrease rate (optimised / initial trace norm) of each regulariser.
+  """Writes Fig. 3a-b (:func:`mtl_flax.plots.decrease_rates_figure`) to ``path`` atomically.
 
   Args:
     rates: legend label (e.g. 'LAF') -> {layer name: rate}, layers in forward order.
     path: output PNG.
   """
-  plt = _pyplot()
-  layers = list(next(iter(rates.values())))
-  fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(layers)), 3.5))
-  for label, per_layer in rates.items():
-    ax.plot(range(len(layers)), [per_layer[k] for k in layers], marker="o", label=label)
-  ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-  ax.set_xticks(range(len(layers)))
-  ax.set_xticklabels(layers, rotation=90, fontsize=7)
-  ax.set_ylabel("decrease rate (optimised / initial)")
-  ax.set_xlabel("layer")
-  ax.legend()
-  _save(fig, path)
-  plt.close(fig)
+  from mtl_flax import plots  # noqa: PLC0415  (plots imports this module; matplotlib is lazy)
+  _save(plots.decrease_rates_figure(rates), path)
 
 
 def embed_2d(features: np.ndarray, *, method: str = "pca", seed: int = 0) -> np.ndarray:
@@ -141,7 +123,7 @@ def embed_2d(features: np.ndarray, *, method: str = "pca", seed: int = 0) -> np.
 
 def plot_embeddings(panels: dict, path, *, method: str = "pca",
                     labels=("dataset A", "dataset B"), seed: int = 0) -> None:
-  """Fig. 3c: both datasets' features embedded jointly in 2-D, one panel per run.
+  """Writes Fig. 3c (:func:`mtl_flax.plots.embeddings_figure`) to ``path`` atomically.
 
   Args:
     panels: panel title (e.g. 'without ADA') -> (features_a (N, D), features_b (M, D)).
@@ -150,18 +132,8 @@ def plot_embeddings(panels: dict, path, *, method: str = "pca",
     labels: legend names of the two datasets.
     seed: t-SNE seed.
   """
-  plt = _pyplot()
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False)
-  for ax, (title, (fa, fb)) in zip(axes[0], panels.items()):
-    joint = embed_2d(np.concatenate([fa, fb]), method=method, seed=seed)
-    ax.scatter(*joint[:len(fa)].T, s=6, alpha=0.6, label=labels[0])
-    ax.scatter(*joint[len(fa):].T, s=6, alpha=0.6, label=labels[1])
-    ax.set_title(title)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.legend(fontsize=7)
-  _save(fig, path)
-  plt.close(fig)
+  from mtl_flax import plots  # noqa: PLC0415
+  _save(plots.embeddings_figure(panels, labels=tuple(labels), method=method, seed=seed), path)
 
 
 def domain_separability(features_a: np.ndarray, features_b: np.ndarray) -> float:

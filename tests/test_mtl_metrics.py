@@ -88,3 +88,19 @@ def test_pca_embedding_matches_sklearn_and_plots(tmp_path):
   evaluate.plot_decrease_rates({"LAF": {"conv00": 0.9, "conv01": 0.5}}, tmp_path / "rates.png")
   assert (tmp_path / "emb.png").stat().st_size > 1000
   assert (tmp_path / "rates.png").stat().st_size > 1000
+
+
+def test_plot_writers_leave_the_backend_alone(tmp_path):
+  """A notebook's backend stays as it is when a run writes its figures."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  from mtl_flax import evaluate  # pylint: disable=import-outside-toplevel
+  before = matplotlib.get_backend()
+  try:
+    matplotlib.use("svg")
+    evaluate.plot_decrease_rates({"LAF": {"conv00": 0.9, "conv01": 0.5}}, tmp_path / "rates.png")
+    x = np.random.default_rng(0).normal(size=(20, 4))
+    evaluate.plot_embeddings({"run": (x[:10], x[10:])}, tmp_path / "emb.png")
+    assert matplotlib.get_backend() == "svg"
+    assert (tmp_path / "rates.png").read_bytes()[:4] == b"\x89PNG"
+  finally:
+    matplotlib.use(before)
