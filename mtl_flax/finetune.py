@@ -34,16 +34,12 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mtl_flax import checkpoint as checkpoint_lib
 from mtl_flax import evaluate as evaluate_lib
-from mtl_flax import functions
+from mtl_flax import inference
 from mtl_flax import metric_writer
 from mtl_flax import metrics as metrics_lib
-from mtl_flax import optim
 from mtl_flax import runs
-from mtl_flax import settings as settings_lib
 from mtl_flax import sharding
-from mtl_flax import step as step_lib
 from mtl_flax.data import augment
 from mtl_flax.data import pipeline
 from mtl_flax.models import multitask
@@ -161,38 +157,14 @@ def load_pretrained(checkpoint_workdir, *, task: str = "expression") -> Pretrain
   A damaged newest checkpoint is skipped with a warning naming its folder (see
   `checkpoint.Checkpointer.restore_latest`).
   """
-  workdir = pathlib.Path(checkpoint_workdir)
-  if not workdir.is_dir():
-    raise FileNotFoundError(f"checkpoint_workdir: {workdir} does not exist (expected the "
-                            "workdir of an experiments.mtl run)")
-  config_path = workdir / "config.json"
-  if not config_path.is_file():
-    raise FileNotFoundError(f"checkpoint_workdir: {config_path} not found (not an MTL workdir?)")
-  mtl_config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-  compute = settings_lib.compute_settings(mtl_config)
-  model = functions.build_model(compute)
+  run = inference.load_run(checkpoint_workdir, field="checkpoint_workdir")
+  model = run.model
   if task not in model.tasks:
-    raise ValueError(f"{workdir}: the MTL run has tasks {model.tasks}, not {task!r}")
-  tx = optim.optimizer_for(model, compute)
-  image_shape = (compute.image_size, compute.image_size, 3)
-  abstract = jax.eval_shape(functools.partial(step_lib.init_state, model, tx,
-                                              image_shape=image_shape), jax.random.key(0))
-  # Host arrays throughout: no device op (and no compilation) per leaf.
-  target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), abstract)
-  ckpt = checkpoint_lib.Checkpointer(workdir)
-  try:
-    if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"checkpoint_workdir: no checkpoint in {ckpt.directory}")
-    state = jax.device_get(ckpt.restore_latest(target))
-    directory = ckpt.directory
-  finally:
-    ckpt.close()
-  variables = model.task_variables(
-      {"params": state["params"], "batch_stats": state["batch_stats"]},
-      model.tasks.index(task))
+    raise ValueError(f"{checkpoint_workdir}: the MTL run has tasks {model.tasks}, not {task!r}")
+  variables = model.task_variables(run.variables, model.tasks.index(task))
   # Host copies: every fold puts (and donates) its own device buffers.
-  return Pretrained(model.trunk, jax.tree_util.tree_map(np.asarray, variables), mtl_config,
-                    int(state["step"]), directory)
+  return Pretrained(model.trunk, jax.tree_util.tree_map(np.asarray, variables), run.config,
+                    run.step, run.directory)
 
 
 def load_pretrained_trunk(checkpoint_workdir, *, task: str = "expression"):

@@ -16,7 +16,10 @@ import numpy as np
 
 from mtl_flax import checkpoint as checkpoint_lib
 from mtl_flax import evaluate as evaluate_lib
-from mtl_flax import train as train_lib
+from mtl_flax import functions
+from mtl_flax import optim
+from mtl_flax import settings as settings_lib
+from mtl_flax import step as step_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,44 +28,61 @@ class TrainedRun:
 
   Attributes:
     model: the stacked multi-task model.
-    variables: ``{'params', 'batch_stats'}`` host arrays of the latest checkpoint.
+    variables: ``{'params', 'batch_stats'}`` host arrays of the newest intact checkpoint.
     config: the run's config (``workdir/config.json``).
     step: the checkpoint's step.
+    directory: the checkpoint folder it was restored from.
   """
   model: object
   variables: dict
   config: ml_collections.ConfigDict
   step: int
+  directory: pathlib.Path
 
 
-def load_run(workdir) -> TrainedRun:
-  """Restores the latest checkpoint of the run in ``workdir``.
+def load_run(workdir, *, field: str = "") -> TrainedRun:
+  """Restores the newest intact checkpoint of the MTL run in ``workdir``.
+
+  A damaged newest checkpoint is skipped with a warning naming its folder (see
+  ``checkpoint.Checkpointer.restore_latest``). Fine-tuning restores its pretrained run this way.
+
+  Args:
+    workdir: the work directory of an ``experiments.mtl`` run.
+    field: the config field that named ``workdir``, for the error messages (e.g.
+      ``checkpoint_workdir``).
 
   Raises:
-    FileNotFoundError: naming ``workdir/config.json`` or the checkpoint folder when missing.
+    FileNotFoundError: naming ``workdir``, its ``config.json`` or its checkpoint folder.
   """
+  prefix = f"{field}: " if field else ""
   workdir = pathlib.Path(workdir)
+  if not workdir.is_dir():
+    raise FileNotFoundError(f"{prefix}{workdir} does not exist (expected the workdir of an "
+                            "experiments.mtl run)")
   config_path = workdir / "config.json"
   if not config_path.is_file():
-    raise FileNotFoundError(f"{config_path} not found (expected the work directory of an MTL "
-                            "run, as written by mtl_flax.train.train_and_evaluate)")
+    raise FileNotFoundError(f"{prefix}{config_path} not found (expected the work directory of "
+                            "an MTL run, as written by mtl_flax.train.train_and_evaluate)")
   config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-  model = train_lib.build_model(config)
-  tx = train_lib.optimizer_from_config(model, config)
-  image_shape = (config.image_size, config.image_size, 3)
-  abstract = jax.eval_shape(functools.partial(train_lib.init_state, model, tx,
+  compute = settings_lib.compute_settings(config)
+  model = functions.build_model(compute)
+  tx = optim.optimizer_for(model, compute)
+  image_shape = (compute.image_size, compute.image_size, 3)
+  abstract = jax.eval_shape(functools.partial(step_lib.init_state, model, tx,
                                               image_shape=image_shape), jax.random.key(0))
+  # Host arrays throughout: no device op (and no compilation) per leaf.
   target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), abstract)
   ckpt = checkpoint_lib.Checkpointer(workdir)
   try:
-    step = ckpt.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {ckpt.directory}")
-    state = jax.device_get(ckpt.restore(step, target))
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"{prefix}no checkpoint in {ckpt.directory}")
+    state = jax.device_get(ckpt.restore_latest(target))
+    directory = ckpt.directory
   finally:
     ckpt.close()
   variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-  return TrainedRun(model=model, variables=variables, config=config, step=int(step))
+  return TrainedRun(model=model, variables=variables, config=config, step=int(state["step"]),
+                    directory=pathlib.Path(directory))
 
 
 def predict(run: TrainedRun, images: np.ndarray, task: str, *, batch_size: int = 64) -> np.ndarray:

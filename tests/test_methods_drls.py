@@ -6,30 +6,9 @@ import pytest
 from tgsr_jax import cdmer_io
 from tgsr_jax import methods
 from tgsr_jax import metrics
+from tgsr_jax import reference
 from tgsr_jax.methods import _regenerate
 from tgsr_jax.methods import drls
-
-
-def numpy_alm(xs, xt, y, lam, mu, max_iterations=2000):
-  """The authors' inexact ALM written plainly (samples as columns, as in METHODS.md)."""
-  xs, xt, y = xs.T, xt.T, y.T                          # (d, n_s), (d, n_t), (m, n_s)
-  x = np.concatenate([xs, xt], axis=1)
-  k_s, k_t = x.T @ xs, x.T @ xt
-  k_delta = k_s @ np.ones(xs.shape[1]) / xs.shape[1] - k_t @ np.ones(xt.shape[1]) / xt.shape[1]
-  k_tilde = np.concatenate([k_s, np.sqrt(lam) * k_delta[:, None]], axis=1)
-  d, u = np.linalg.eigh(k_tilde @ k_tilde.T)
-  p = np.ones((x.shape[1], y.shape[0]))
-  t = np.ones_like(p)
-  kappa = 1e-3
-  for iteration in range(1, max_iterations + 1):
-    q = u @ np.diag(1.0 / (d + kappa / 2)) @ u.T @ (k_s @ y.T + (kappa * p + t) / 2)
-    v = q - t / kappa
-    p = np.sign(v) * np.maximum(np.abs(v) - mu / kappa, 0.0)
-    t = t + kappa * (p - q)
-    kappa = min(1.1 * kappa, 1e15)
-    if np.max(np.abs(p - q)) < 1e-8:
-      break
-  return p, iteration
 
 
 def small_problem(seed=0, n_s=14, n_t=11, d=24, shift=0.7):
@@ -54,7 +33,7 @@ def test_batched_grid_equals_a_numpy_loop_of_the_alm():
   out = _regenerate.solve_grid(kernels, y, np.eye(3), lam, mu, memory_budget=budget)
   assert out.converged.all() and not out.failed.any()
   for i in range(lam.size):
-    p, iterations = numpy_alm(xs, xt, y, lam[i], mu[i])
+    p, iterations = reference.regeneration_alm(xs, xt, y, lam[i], mu[i])
     assert out.iterations[i] == iterations
     # The ALM fixes P to about its stopping tolerance (1e-8): at the smallest mu rounding
     # differences between the two loops move P by up to ~7e-9, elsewhere by < 1e-11.
@@ -69,7 +48,8 @@ def test_fit_predict_predicts_the_argmax_of_the_regenerated_query_kernel():
   out = drls.fit_predict(xs, ys, xt, xq, params, num_classes=3)
   x = np.concatenate([xs, xt])
   for i in range(2):
-    p, iterations = numpy_alm(xs, xt, np.eye(3)[ys], params["lambda"][i], params["mu"][i])
+    p, iterations = reference.regeneration_alm(xs, xt, np.eye(3)[ys], params["lambda"][i],
+                                               params["mu"][i])
     scores = (p.T @ (x @ xq.T)).T                      # (Q, C) = (P^T K_q)^T
     np.testing.assert_allclose(out.scores[i], scores, rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(out.labels[i], np.argmax(scores, axis=1))

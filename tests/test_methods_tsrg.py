@@ -4,31 +4,10 @@ import pytest
 
 from benchmarks import regeneration_speed
 from tgsr_jax import methods
+from tgsr_jax import reference
 from tgsr_jax.methods import _regenerate
 from tgsr_jax.methods import svm
 from tgsr_jax.methods import tsrg
-
-
-def numpy_tsrg_regenerator(xs, xt, lam, mu, max_iterations=2000):
-  """The authors' inexact ALM for TSRG (Y = X_s) written plainly, samples as columns."""
-  xs, xt = xs.T, xt.T
-  x = np.concatenate([xs, xt], axis=1)
-  k_s, k_t = x.T @ xs, x.T @ xt
-  k_delta = k_s.mean(axis=1) - k_t.mean(axis=1)
-  k_tilde = np.concatenate([k_s, np.sqrt(lam) * k_delta[:, None]], axis=1)
-  d, u = np.linalg.eigh(k_tilde @ k_tilde.T)
-  p = np.ones((x.shape[1], xs.shape[0]))
-  t = np.ones_like(p)
-  kappa = 1e-3
-  for iteration in range(1, max_iterations + 1):
-    q = u @ np.diag(1.0 / (d + kappa / 2)) @ u.T @ (k_s @ xs.T + (kappa * p + t) / 2)
-    v = q - t / kappa
-    p = np.sign(v) * np.maximum(np.abs(v) - mu / kappa, 0.0)
-    t = t + kappa * (p - q)
-    kappa = min(1.1 * kappa, 1e15)
-    if np.max(np.abs(p - q)) < 1e-8:
-      break
-  return p, iteration
 
 
 def small_problem(seed=0, n_s=15, n_t=12, d=18):
@@ -57,7 +36,7 @@ def test_fit_predict_equals_a_numpy_alm_and_libsvm_on_regenerated_queries():
   x = np.concatenate([xs, xt])
   agree = 0
   for i in range(3):
-    p, iterations = numpy_tsrg_regenerator(xs, xt, params["lambda"][i], params["mu"][i])
+    p, iterations = reference.regeneration_alm(xs, xt, xs, params["lambda"][i], params["mu"][i])
     assert out.iterations[i] == iterations
     regenerated = (p.T @ (x @ xq.T)).T                   # (Q, d): rows are P^T K_q columns
     labels, decisions = svm.linear_svm(xs, ys, regenerated, num_classes=3)
@@ -72,7 +51,7 @@ def test_regenerator_equals_the_numpy_alm():
   lam, mu = np.array([1.0, 1.0]), np.array([0.005, 0.5])
   out = _regenerate.solve_grid(_regenerate.Kernels(xs, xt, xt), xs, np.eye(xs.shape[1]), lam, mu)
   for i in range(2):
-    p, iterations = numpy_tsrg_regenerator(xs, xt, lam[i], mu[i])
+    p, iterations = reference.regeneration_alm(xs, xt, xs, lam[i], mu[i])
     assert out.iterations[i] == iterations
     np.testing.assert_allclose(out.pr[i], p, rtol=0, atol=2e-8)   # the ALM's tolerance scale
 

@@ -91,3 +91,52 @@ def scores_reference(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
     fn = np.sum((y_pred != k) & (y_true == k))
     f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
   return acc, float(np.mean(f1s))
+
+
+def regeneration_alm(xs: np.ndarray, xt: np.ndarray, y: np.ndarray, lam: float, mu: float, *,
+                     max_iterations: int = 2000, tol: float = 1e-8) -> tuple[np.ndarray, int]:
+  """The inexact ALM of TSRG and DRLS (``../shared/cdmer/METHODS.md``), one grid point, plainly.
+
+  With ``X = [X_s, X_t]`` (columns are samples), ``K_s = X^T X_s``, ``K_t = X^T X_t``,
+  ``k_delta = K_s 1/n_s - K_t 1/n_t`` and ``U diag(D) U^T`` the eigendecomposition of
+  ``K~ K~^T``, ``K~ = [K_s, sqrt(lambda) k_delta]``, it iterates from ``kappa = 1e-3``,
+  ``P = T = 1``::
+
+    Q = U diag(1 / (D + kappa/2)) U^T (K_s Y^T + (kappa P + T) / 2)
+    P = soft_threshold(Q - T / kappa, mu / kappa)
+    T = T + kappa (P - Q);  kappa = min(1.1 kappa, 1e15)
+
+  until ``max|P - Q| < tol``. TSRG regenerates the source features (``y = xs``), DRLS the one-hot
+  source labels.
+
+  Args:
+    xs: (n_s, d) source samples; xt: (n_t, d) target samples (rows are samples).
+    y: (n_s, m) what is regenerated, rows matching ``xs``.
+    lam, mu: the grid point.
+    max_iterations: the iteration cap.
+    tol: the stopping tolerance (0 runs exactly ``max_iterations`` iterations).
+
+  Returns:
+    ``P`` (n_s + n_t, m) and the iterations run.
+  """
+  xs_c, xt_c, y_c = np.asarray(xs, np.float64).T, np.asarray(xt, np.float64).T, np.asarray(
+      y, np.float64).T
+  x = np.concatenate([xs_c, xt_c], axis=1)
+  k_s, k_t = x.T @ xs_c, x.T @ xt_c
+  k_delta = k_s.mean(axis=1) - k_t.mean(axis=1)
+  k_tilde = np.concatenate([k_s, np.sqrt(lam) * k_delta[:, None]], axis=1)
+  d, u = np.linalg.eigh(k_tilde @ k_tilde.T)
+  b0 = k_s @ y_c.T
+  p = np.ones_like(b0)
+  t = np.ones_like(b0)
+  kappa = 1e-3
+  iteration = 0
+  for iteration in range(1, max_iterations + 1):
+    q = u @ np.diag(1.0 / (d + kappa / 2)) @ u.T @ (b0 + (kappa * p + t) / 2)
+    v = q - t / kappa
+    p = np.sign(v) * np.maximum(np.abs(v) - mu / kappa, 0.0)
+    t = t + kappa * (p - q)
+    kappa = min(1.1 * kappa, 1e15)
+    if np.max(np.abs(p - q)) < tol:
+      break
+  return p, iteration
