@@ -43,6 +43,7 @@ from tgsr_jax import protocol
 from tgsr_jax import solver
 from tgsr_jax import sweep as sweep_lib
 from tgsr_jax.experiment_outputs import GRID_COLUMNS  # noqa: F401  (re-exported)
+from tgsr_jax.methods.tgsr import feature_groups  # noqa: F401  (re-exported)
 from tgsr_jax.experiment_outputs import selection_rule, write_experiment, write_summary
 from tgsr_jax.settings import DATA_SOURCES, GROUPINGS  # noqa: F401  (re-exported)
 from tgsr_jax.settings import CdmerSettings, cdmer_settings
@@ -136,25 +137,6 @@ def load_databases(settings: CdmerSettings, workdir: pathlib.Path,
                                                  classes=settings.classes)
                   for db in sorted(needed)}
   return LoadedData(source=data.source, description=description, feature_sets=feature_sets)
-
-
-def feature_groups(grouping: str, num_features: int, num_groups: int) -> np.ndarray:
-  """Group id of every column: ``contiguous`` chunks (the authors' code) or true facial ``regions``.
-
-  ``regions`` assumes the benchmark's column layout (:mod:`tgsr_jax.layout`).
-  """
-  if grouping == "contiguous":
-    return layout.contiguous_groups(num_features, num_groups)
-  if grouping == "regions":
-    groups = layout.benchmark_region_groups()
-    if num_groups != layout.num_regions():
-      raise ValueError(f"config.num_groups={num_groups} disagrees with config.grouping='regions' "
-                       f"({layout.num_regions()} facial regions)")
-    if groups.size != num_features:
-      raise ValueError(f"config.grouping='regions' needs the 85-region benchmark layout "
-                       f"({groups.size} columns), got {num_features} columns")
-    return groups
-  raise ValueError(f"config.grouping must be one of {GROUPINGS}, got {grouping!r}")
 
 
 def setup_fingerprint(source: cdmer_io.FeatureSet, target: cdmer_io.FeatureSet,
