@@ -120,7 +120,7 @@ def parse_method_grids(config_grids, method_names: tuple[str, ...]
     if canonical not in method_names:
       continue
     axes = dict(methods.get(canonical).grid)
-    grid = []
+    given = {}
     for axis in config_grids[key]:
       if axis not in axes:
         raise ValueError(f"config.{field}.{axis}: {canonical} has no grid axis {axis!r}; "
@@ -129,8 +129,10 @@ def parse_method_grids(config_grids, method_names: tuple[str, ...]
       values = tuple(values) if isinstance(values, (tuple, list)) else (values,)
       if not values:
         raise ValueError(f"config.{field}.{axis}: needs at least one value")
-      grid.append((axis, tuple(v.item() if hasattr(v, "item") else v for v in values)))
-    out.append((canonical, tuple(grid)))
+      given[axis] = tuple(v.item() if hasattr(v, "item") else v for v in values)
+    # The method's own axis order (the grid order, which breaks ties), its values where not given.
+    grid = tuple((axis, given.get(axis, tuple(values))) for axis, values in axes.items())
+    out.append((canonical, grid))
   return tuple(out)
 
 
