@@ -18,10 +18,10 @@ synthetic features of the same sizes when ../shared is absent), for every method
     moved; DRLS/TSRG 4 n^2 C flops (two (n x n) x (n x C) products) and the n x n kernel factor
     read once per iteration (n = n_s + n_t).
 
-  python benchmarks/cdmer_methods.py                          # every available method, full grids
-  python benchmarks/cdmer_methods.py --methods=SVM,SA,DRLS     # some of them
-  python benchmarks/cdmer_methods.py --tgsr-kappas=1,12,85     # TGSR on a few grid rows only
-  python benchmarks/cdmer_methods.py --loop-points=2           # grid points timed one at a time
+  python -m benchmarks.cdmer_methods                        # every available method, full grids
+  python -m benchmarks.cdmer_methods --methods=SVM,SA,DRLS     # some of them
+  python -m benchmarks.cdmer_methods --tgsr-kappas=1,12,85     # TGSR on a few grid rows only
+  python -m benchmarks.cdmer_methods --loop-points=2           # grid points timed one at a time
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ Variants (``configs/cdmer.py:VARIANT``):
 Any field can be overridden: ``--config.precision=float32``, ``--config.kappas='(1, 12, 85)'``,
 ``--config.xis='(0.001, 44.0)'``, ``--config.experiments='V->N,N->V'``, ``--config.grouping=regions``,
 ``--config.methods=SVM,DRLS,TGSR``, ``--config.selection=oracle,IWCV``,
-``--config.method_grids.DRLS.lambda='(10.0,)'``, ``--config.selection_options.num_folds=3``.
+``--config.method_grids.DRLS.lambda_='(10.0,)'``, ``--config.selection_options.num_folds=3``.
 """
 import importlib
 
@@ -70,7 +70,7 @@ def _method_grids(quick: bool) -> ml_collections.ConfigDict:
     if quick and QUICK_METHOD_GRIDS.get(name):
       grid.update(QUICK_METHOD_GRIDS[name])
     grids[settings.method_key(name)] = ml_collections.ConfigDict(
-        {axis: tuple(values) for axis, values in grid.items()})
+        {settings.config_axis(axis): tuple(values) for axis, values in grid.items()})
   return grids
 
 
@@ -115,6 +115,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.methods = "all"
   config.selection = "all"
   # Per method (key = name without '-': IWSVM), its grid axes: --config.method_grids.DRLS.mu='(0.6,)'
+  # (an axis named by a Python keyword takes a trailing '_': --config.method_grids.DRLS.lambda_)
   config.method_grids = _method_grids(quick=variant != "paper")
   config.selection_options = ml_collections.ConfigDict()
   config.selection_options.num_folds = 5   # stratified source folds of the label-free rules

@@ -78,7 +78,7 @@ def test_a_registered_method_without_module_is_named(monkeypatch):
 
 def test_comparison_run_resumes_and_tgsr_oracle_is_its_best(tmp_path, monkeypatch):
   config = _config(methods="SVM,DRLS,TGSR", selection="oracle,SrcCV,RV")
-  config.method_grids.DRLS.__setattr__("lambda", (1.0,))
+  config.method_grids.DRLS.lambda_ = (1.0,)
   config.method_grids.DRLS.mu = (0.01, 0.6)
   config.selection_options.num_folds = 2
   config.selection_options.xis = (1.0,)           # TGSR's rules score kappa x {1.0} only
@@ -134,7 +134,7 @@ def _first_values(grids, keep):
 def test_cli_runs_the_whole_comparison_on_real_features(shared, tmp_path):
   ssfr = shared("cdmer", "ssfr")
   paper = cdmer_config.get_config("paper")
-  keep = {("DRLS", "lambda"): (10.0,), ("DRLS", "mu"): (0.6,), ("TSRG", "lambda"): (10.0,),
+  keep = {("DRLS", "lambda_"): (10.0,), ("DRLS", "mu"): (0.6,), ("TSRG", "lambda_"): (10.0,),
           ("TSRG", "mu"): (0.6,), ("TCA", "kernel"): ("linear",), ("TCA", "dim"): (20,),
           ("GFK", "dim"): (20,), ("SA", "dim"): (20,), ("TKL", "kernel"): ("linear",)}
   cmd = [sys.executable, "-m", "experiments.cdmer", "--config", "configs/cdmer.py:paper",

@@ -9,6 +9,7 @@ functions are keyed on the hashable :class:`tgsr_jax.solver.Settings` they hold.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import numbers
 import pathlib
 from typing import Any
@@ -57,6 +58,11 @@ def canonical_method(name: str, field: str) -> str:
                      f"{methods.__name__}.{methods._MODULES[canonical]} does not exist (yet); "
                      f"available: {', '.join(available_methods())}")
   return canonical
+
+
+def config_axis(axis: str) -> str:
+  """A grid axis as a config field: a Python keyword gets a trailing '_' ('lambda_')."""
+  return axis + "_" if keyword.iskeyword(axis) else axis
 
 
 def _name_list(value) -> list[str]:
@@ -121,14 +127,17 @@ def parse_method_grids(config_grids, method_names: tuple[str, ...]
       continue
     axes = dict(methods.get(canonical).grid)
     given = {}
-    for axis in config_grids[key]:
+    for field_axis in config_grids[key]:
+      # A Python keyword cannot be a config path ('lambda'): the config writes it 'lambda_'.
+      axis = field_axis[:-1] if field_axis.endswith("_") and keyword.iskeyword(
+          field_axis[:-1]) else field_axis
       if axis not in axes:
         raise ValueError(f"config.{field}.{axis}: {canonical} has no grid axis {axis!r}; "
-                         f"expected one of {', '.join(axes)}")
-      values = config_grids[key][axis]
+                         f"expected one of {', '.join(config_axis(a) for a in axes)}")
+      values = config_grids[key][field_axis]
       values = tuple(values) if isinstance(values, (tuple, list)) else (values,)
       if not values:
-        raise ValueError(f"config.{field}.{axis}: needs at least one value")
+        raise ValueError(f"config.{field}.{field_axis}: needs at least one value")
       given[axis] = tuple(v.item() if hasattr(v, "item") else v for v in values)
     # The method's own axis order (the grid order, which breaks ties), its values where not given.
     grid = tuple((axis, given.get(axis, tuple(values))) for axis, values in axes.items())
