@@ -150,7 +150,7 @@ def main():
     picks = rng.choice(g, size=min(args.loop_points, g), replace=False)
     per_point = loop_time(name, method, xs, ys, xt, params, picks)
     peak_text, bw_text, it_text = "", "", ""
-    if out.iterations is not None:
+    if name in ("TSRG", "DRLS", "TGSR"):
       its = float(np.sum(out.iterations))
       if name == "TGSR":
         k, r = 85, len(xs) + 1
