@@ -131,6 +131,7 @@ def _first_values(grids, keep):
   return flags
 
 
+@pytest.mark.timeout(1800)  # ~6 min on an idle 2-core machine, 15+ under heavy load
 def test_cli_runs_the_whole_comparison_on_real_features(shared, tmp_path):
   ssfr = shared("cdmer", "ssfr")
   paper = cdmer_config.get_config("paper")
@@ -144,7 +145,7 @@ def test_cli_runs_the_whole_comparison_on_real_features(shared, tmp_path):
          "--config.selection_options.kappas=(12,)", "--config.selection_options.xis=(44.0,)",
          "--config.selection_options.num_folds=2", "--config.progress=False",
          *_first_values(paper.method_grids, keep), f"--workdir={tmp_path}"]
-  done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
+  done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1700)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "## Selection: oracle" in done.stdout and "| SVM |" in done.stdout
   with open(tmp_path / "results.csv") as f:
