@@ -131,7 +131,7 @@ def _first_values(grids, keep):
   return flags
 
 
-@pytest.mark.timeout(1800)  # ~6 min on an idle 2-core machine, 15+ under heavy load
+@pytest.mark.timeout(1800)  # 14+ min on the shared, heavily loaded 2-core machine
 def test_cli_runs_the_whole_comparison_on_real_features(shared, tmp_path):
   ssfr = shared("cdmer", "ssfr")
   paper = cdmer_config.get_config("paper")
