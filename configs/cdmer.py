@@ -121,8 +121,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.selection_options.num_folds = 5   # stratified source folds of the label-free rules
   config.selection_options.seed = 0
   # TGSR's label-free rules score this subgrid of kappas x xis (empty: the whole grid).
-  config.selection_options.kappas = ()
-  config.selection_options.xis = ()
+  # Default: a 4 x 3 subgrid of the quick 13 x 7 grid (ten sweeps of 91 points per experiment
+  # would dominate the quick job).
+  config.selection_options.kappas = (3, 12, 48, 85)
+  config.selection_options.xis = (0.01, 1.0, 100.0)
 
   if variant == "features":
     config.data.source = "synthetic_features"

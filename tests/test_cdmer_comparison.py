@@ -81,7 +81,8 @@ def test_comparison_run_resumes_and_tgsr_oracle_is_its_best(tmp_path, monkeypatc
   config.method_grids.DRLS.lambda_ = (1.0,)
   config.method_grids.DRLS.mu = (0.01, 0.6)
   config.selection_options.num_folds = 2
-  config.selection_options.xis = (1.0,)           # TGSR's rules score kappa x {1.0} only
+  config.selection_options.kappas = ()            # every kappa of the grid ...
+  config.selection_options.xis = (1.0,)           # ... x {1.0}: TGSR's rules score these only
   bests = experiment.run(config, tmp_path)
   with open(tmp_path / "results.csv") as f:
     rows = list(csv.DictReader(f))

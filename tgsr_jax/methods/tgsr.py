@@ -107,10 +107,15 @@ def fit_predict(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
   iterations = np.zeros(num_points, np.int64)
   converged = np.zeros(num_points, bool)
   for idx in sweep.plan_chunks(kappa, xi, chunk_size):
-    out = prepared.predict(kappa[idx], xi[idx])
-    labels[idx] = present[out.labels]
-    scores[np.ix_(idx, np.arange(len(xq)), present)] = out.logits
-    iterations[idx], converged[idx] = out.iterations, out.converged
+    # Chunks padded to a power of two (repeating the last point): the few compiled shapes are
+    # reused by the many small calls of label-free selection.
+    size = min(max(chunk_size, idx.size), 1 << int(np.ceil(np.log2(idx.size))))
+    padded = np.concatenate([idx, np.full(size - idx.size, idx[-1])])
+    out = prepared.predict(kappa[padded], xi[padded])
+    labels[idx] = present[out.labels[:idx.size]]
+    scores[np.ix_(idx, np.arange(len(xq)), present)] = out.logits[:idx.size]
+    iterations[idx] = out.iterations[:idx.size]
+    converged[idx] = out.converged[:idx.size]
   failed = ~np.all(np.isfinite(scores[:, :, present]), axis=(1, 2))
   labels[failed] = -1
   return methods.GridPredictions(params={"kappa": kappa, "xi": xi}, labels=labels,
