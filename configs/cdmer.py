@@ -25,8 +25,8 @@ Variants (``configs/cdmer.py:VARIANT``):
   runlocal  feature-level synthetic, 2 experiments, a 3 x 2 grid, TGSR alone: seconds.
 
 Any field can be overridden: ``--config.precision=float32``, ``--config.kappas='(1, 12, 85)'``,
-``--config.xis='(0.001, 44.0)'``, ``--config.experiments='V->N,N->V'``, ``--config.grouping=regions``,
-``--config.methods=SVM,DRLS,TGSR``, ``--config.selection=oracle,IWCV``,
+``--config.xis='(0.001, 44.0)'``, ``--config.experiments='V->N,N->V'``,
+``--config.grouping=regions``, ``--config.methods=SVM,DRLS,TGSR``, ``--config.selection=oracle,IWCV``,
 ``--config.method_grids.DRLS.lambda_='(10.0,)'``, ``--config.selection_options.num_folds=3``.
 """
 import importlib
@@ -114,7 +114,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # IWCV, RV, DEV, SrcCV (tgsr_jax.selection); the oracle is always included.
   config.methods = "all"
   config.selection = "all"
-  # Per method (key = name without '-': IWSVM), its grid axes: --config.method_grids.DRLS.mu='(0.6,)'
+  # Per method (key = name without '-': IWSVM), its grid axes, e.g.
+  # --config.method_grids.DRLS.mu='(0.6,)'
   # (an axis named by a Python keyword takes a trailing '_': --config.method_grids.DRLS.lambda_)
   config.method_grids = _method_grids(quick=variant != "paper")
   config.selection_options = ml_collections.ConfigDict()

@@ -185,7 +185,7 @@ def _solve_chunk_gram(problem: solver.Problem, factors: gram_engine.GramFactors,
 
 @dataclasses.dataclass(frozen=True)
 class GridLabels:
-  """Predicted labels of the evaluation rows at a chunk of grid points (:meth:`PreparedSweep.predict`).
+  """Predicted labels of the evaluation rows at a chunk of grid points (``PreparedSweep.predict``).
 
   Attributes:
     labels: (G, n) class indices (argmax of the logits).
