@@ -1,5 +1,10 @@
 r"""TGSR CDMER protocol: ``python -m experiments.cdmer --config configs/cdmer.py --workdir DIR``.
 
+Runs TGSR's sweep and, with ``config.methods`` / ``config.selection`` (default: every method of
+Tables II/III, the oracle and the label-free rules), the whole comparison on the same data; prints
+summary.md (one table per selection rule). TGSR alone: ``--config.methods=TGSR
+--config.selection=oracle``.
+
 Only parses flags; the work is :func:`tgsr_jax.experiment.run`, which notebooks call directly.
 """
 import pathlib

@@ -154,7 +154,7 @@ def test_cli_reproduces_authors_rows_on_real_features(shared, tmp_path):
   cmd = [sys.executable, "-m", "experiments.cdmer", "--config", "configs/cdmer.py:paper",
          f"--config.data.feature_dir={ssfr}", "--config.experiments=V->N",
          "--config.kappas=(1, 12, 85)", "--config.xis=(0.001, 44.0)", "--config.progress=False",
-         f"--workdir={tmp_path}"]
+         "--config.methods=TGSR", "--config.selection=oracle", f"--workdir={tmp_path}"]
   done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]
   assert "V->N" in done.stdout

@@ -14,6 +14,18 @@ For every experiment ``SRC->TGT`` it sweeps the (kappa, xi) grid, selects the be
   WORKDIR/summary.json                     the setup (data files or generator and seed, grid,
                                            precision, grouping, selection rule) and the rows
 
+When ``config.methods`` names other methods than TGSR or ``config.selection`` label-free rules
+(the default: all methods, all rules), the comparison of :mod:`tgsr_jax.comparison` runs on the
+same data and adds::
+
+  WORKDIR/<SRC>_to_<TGT>/<METHOD>/grid.csv, best_<RULE>.json   every method's grid and picks
+  WORKDIR/results.csv                      method,selection,experiment,mf1,acc,params
+  WORKDIR/reproduction.md, selection.md    published cells; each label-free rule's regret
+
+and summary.md / summary.csv / summary.tex become its tables: one per selection rule, methods x
+experiments laid out like Tables II/III (TGSR a row), under the same setup lines plus every
+method's grid. TGSR's target scores in the comparison are its sweep's.
+
 The config is read once into :class:`tgsr_jax.settings.CdmerSettings`, which every function
 here takes. The data source is ``config.data.source``; its default ``auto`` reads feature files
 when ``data.feature_dir`` or ``data.files`` names some and generates synthetic clips otherwise.
@@ -42,8 +54,13 @@ from tgsr_jax import metrics
 from tgsr_jax import protocol
 from tgsr_jax import solver
 from tgsr_jax import sweep as sweep_lib
+from tgsr_jax import comparison
+from tgsr_jax import methods as methods_lib
 from tgsr_jax.experiment_outputs import GRID_COLUMNS  # noqa: F401  (re-exported)
 from tgsr_jax.experiment_outputs import selection_rule, write_experiment, write_summary
+from tgsr_jax.experiment_outputs import write_comparison_summary
+from tgsr_jax.methods import tgsr as methods_tgsr
+from tgsr_jax.methods.tgsr import feature_groups  # noqa: F401  (re-exported)
 from tgsr_jax.settings import DATA_SOURCES, GROUPINGS  # noqa: F401  (re-exported)
 from tgsr_jax.settings import CdmerSettings, cdmer_settings
 from tgsr_jax.synthetic import features as synthetic_features
@@ -138,25 +155,6 @@ def load_databases(settings: CdmerSettings, workdir: pathlib.Path,
   return LoadedData(source=data.source, description=description, feature_sets=feature_sets)
 
 
-def feature_groups(grouping: str, num_features: int, num_groups: int) -> np.ndarray:
-  """Group id of every column: ``contiguous`` chunks (the authors' code) or true facial ``regions``.
-
-  ``regions`` assumes the benchmark's column layout (:mod:`tgsr_jax.layout`).
-  """
-  if grouping == "contiguous":
-    return layout.contiguous_groups(num_features, num_groups)
-  if grouping == "regions":
-    groups = layout.benchmark_region_groups()
-    if num_groups != layout.num_regions():
-      raise ValueError(f"config.num_groups={num_groups} disagrees with config.grouping='regions' "
-                       f"({layout.num_regions()} facial regions)")
-    if groups.size != num_features:
-      raise ValueError(f"config.grouping='regions' needs the 85-region benchmark layout "
-                       f"({groups.size} columns), got {num_features} columns")
-    return groups
-  raise ValueError(f"config.grouping must be one of {GROUPINGS}, got {grouping!r}")
-
-
 def setup_fingerprint(source: cdmer_io.FeatureSet, target: cdmer_io.FeatureSet,
                       settings: CdmerSettings) -> dict[str, Any]:
   """The fields that determine an experiment's grid results (see the module docstring)."""
@@ -236,6 +234,17 @@ def run_experiment(exp: protocol.Experiment, source: cdmer_io.FeatureSet,
                    ) -> dict[str, Any]:
   """Sweeps one experiment's grid (resuming from saved chunks) and writes its outputs.
 
+  Returns the contents of ``best.json`` (:func:`sweep_experiment` also returns the sweep).
+  """
+  return sweep_experiment(exp, source, target, settings, out_dir, bar, setup)[0]
+
+
+def sweep_experiment(exp: protocol.Experiment, source: cdmer_io.FeatureSet,
+                     target: cdmer_io.FeatureSet, settings: CdmerSettings, out_dir: pathlib.Path,
+                     bar: tqdm | None = None, setup: dict[str, Any] | None = None
+                     ) -> tuple[dict[str, Any], sweep_lib.SweepResult]:
+  """Sweeps one experiment's grid (resuming from saved chunks) and writes its outputs.
+
   Args:
     exp: the transfer.
     source, target: its feature sets.
@@ -245,7 +254,7 @@ def run_experiment(exp: protocol.Experiment, source: cdmer_io.FeatureSet,
     setup: recorded in ``best.json`` (see :func:`describe_setup`).
 
   Returns:
-    The contents of ``best.json``.
+    The contents of ``best.json`` and every grid point's scores.
   """
   settings = cdmer_settings(settings)
   classes = settings.classes
@@ -270,7 +279,7 @@ def run_experiment(exp: protocol.Experiment, source: cdmer_io.FeatureSet,
   if setup is not None:
     best["setup"] = setup
   write_experiment(out_dir, result, best, selected, group_weights)
-  return best
+  return best, result
 
 
 def best_record(exp: protocol.Experiment, source: cdmer_io.FeatureSet,
@@ -317,6 +326,9 @@ def describe_setup(settings: CdmerSettings, data: LoadedData) -> dict[str, Any]:
       "max_iterations": settings.solver.max_iterations,
       "grouping": settings.grouping, "num_groups": settings.num_groups,
       "select_by": settings.select_by, "selection_rule": selection_rule(settings.select_by),
+      "methods": list(settings.methods), "selection": list(settings.selection),
+      "selection_options": {"num_folds": settings.selection_folds,
+                            "seed": settings.selection_seed},
   }
 
 
@@ -325,8 +337,56 @@ def validate_config(config) -> CdmerSettings:
   return CdmerSettings.from_config(config)
 
 
+def tgsr_method(settings: CdmerSettings) -> methods_lib.Method:
+  """TGSR on the config's grid, grouping, K and solver settings, as a comparison method."""
+  return methods_tgsr.make(kappas=settings.kappas, xis=settings.xis,
+                           grid_source="config.kappas x config.xis",
+                           grouping=settings.grouping, num_groups=settings.num_groups,
+                           settings=settings.solver, chunk_size=settings.chunk_size)
+
+
+def tgsr_selection_subset(settings: CdmerSettings) -> np.ndarray:
+  """(G,) bool: the config grid's points TGSR's label-free rules score (kappa-major order)."""
+  kappa, xi = sweep_lib.grid_points(settings.kappas, settings.xis)
+  kappas = settings.kappas if settings.selection_kappas is None else settings.selection_kappas
+  xis = settings.xis if settings.selection_xis is None else settings.selection_xis
+  return np.isin(kappa, kappas) & np.isclose(xi[:, None], np.asarray(xis)[None, :]).any(axis=1)
+
+
+def run_comparison(settings: CdmerSettings, data: LoadedData, workdir: pathlib.Path,
+                   sweeps: dict[str, sweep_lib.SweepResult], bar: tqdm | None = None):
+  """The comparison of ``settings.methods`` under ``settings.selection`` on the loaded data.
+
+  TGSR's target scores are its sweeps' (``sweeps``: experiment name -> result), so its oracle
+  row is its ``best.json``.
+  """
+  names = [n for n in settings.methods if n != "TGSR"]
+  extra, target_scores, subsets, prints = [], {}, {}, {}
+  if "TGSR" in settings.methods:
+    extra.append(tgsr_method(settings))
+    target_scores = {("TGSR", name): comparison.TargetScores(
+        acc=r.acc, mf1=r.mf1, iterations=r.iterations, converged=r.converged)
+        for name, r in sweeps.items()}
+    subsets["TGSR"] = tgsr_selection_subset(settings)
+    prints["TGSR"] = {"grouping": settings.grouping, "num_groups": settings.num_groups,
+                      "solver": settings.solver}
+  grids = {n: settings.method_grid(n) for n in names if settings.method_grid(n)}
+  return comparison.run_comparison(
+      data.feature_sets, settings.experiments, workdir, method_names=names, methods=extra,
+      grids=grids, rules=settings.label_free_rules,
+      selection_options={"num_folds": settings.selection_folds,
+                         "seed": settings.selection_seed},
+      classes=settings.classes, precision=settings.precision, target_scores=target_scores,
+      selection_subsets=subsets, fingerprint_fields=prints, tables=None,
+      progress=settings.progress, bar=bar)
+
+
 def run(config, workdir: str | pathlib.Path) -> list[dict[str, Any]]:
   """Runs every experiment into ``workdir`` and writes the summary tables.
+
+  TGSR (when ``settings.methods`` holds it) sweeps its grid per experiment as before; when other
+  methods or label-free rules are asked, the comparison (:mod:`tgsr_jax.comparison`) runs on the
+  same data and the summary becomes its tables, one per selection rule.
 
   Args:
     config: an ml_collections ConfigDict as built by ``configs/cdmer.py`` (read and checked
@@ -334,7 +394,7 @@ def run(config, workdir: str | pathlib.Path) -> list[dict[str, Any]]:
     workdir: output folder (created; reruns resume from it).
 
   Returns:
-    The best point of every experiment (the contents of each ``best.json``).
+    TGSR's best point of every experiment (the contents of each ``best.json``).
   """
   settings = cdmer_settings(config)
   workdir = pathlib.Path(workdir)
@@ -343,13 +403,21 @@ def run(config, workdir: str | pathlib.Path) -> list[dict[str, Any]]:
   for exp in settings.experiments:  # before any sweep, not after the earlier experiments finished
     check_source_classes(data.feature_sets[exp.source], settings.classes)
   setup = describe_setup(settings, data)
-  total = len(settings.experiments) * len(settings.kappas) * len(settings.xis)
-  bests = []
-  with tqdm(total=total, desc="TGSR grid", unit="fit", disable=not settings.progress) as bar:
-    for exp in settings.experiments:
-      bar.set_postfix_str(exp.name)
-      bests.append(run_experiment(exp, data.feature_sets[exp.source],
-                                  data.feature_sets[exp.target], settings, workdir / exp.folder,
-                                  bar, setup=setup))
-  write_summary(bests, workdir, setup)
+  with_tgsr = "TGSR" in settings.methods
+  total = len(settings.experiments) * len(settings.kappas) * len(settings.xis) * with_tgsr
+  bests, sweeps = [], {}
+  desc = "CDMER grids" if settings.runs_comparison else "TGSR grid"
+  with tqdm(total=total, desc=desc, unit="fit", disable=not settings.progress) as bar:
+    for exp in settings.experiments if with_tgsr else ():
+      bar.set_postfix_str(f"{exp.name} TGSR")
+      best, sweeps[exp.name] = sweep_experiment(
+          exp, data.feature_sets[exp.source], data.feature_sets[exp.target], settings,
+          workdir / exp.folder, bar, setup=setup)
+      bests.append(best)
+    if settings.runs_comparison:
+      rows, runs = run_comparison(settings, data, workdir, sweeps, bar)
+  if settings.runs_comparison:
+    write_comparison_summary(rows, runs, bests, workdir, setup, settings.selection)
+  else:
+    write_summary(bests, workdir, setup)
   return bests

@@ -180,3 +180,59 @@ def write_summary(bests: list[dict[str, Any]], workdir: pathlib.Path,
 
 def _kind(name: str) -> str:
   return "TYPE-I" if name in protocol.TYPE_I else "TYPE-II" if name in protocol.TYPE_II else "other"
+
+
+def write_comparison_summary(rows: list[dict[str, Any]], runs: list, bests: list[dict[str, Any]],
+                             workdir: pathlib.Path, setup: dict[str, Any],
+                             rules: tuple[str, ...]) -> str:
+  """summary.md / .csv / .tex as the comparison's tables, one per rule, and summary.json.
+
+  summary.md opens with the setup lines of :func:`write_summary` (data, TGSR's grid, precision,
+  grouping) and every method's grid, then one table per selection rule (methods x experiments,
+  M-F1 / ACC %, averages per type), then TGSR's convergence warnings.
+
+  Args:
+    rows: the comparison's result rows (``results.csv``).
+    runs: its :class:`tgsr_jax.comparison.MethodRun` objects (for the grids).
+    bests: TGSR's best.json contents (empty when TGSR is not compared).
+    workdir: the run's folder.
+    setup: :func:`tgsr_jax.experiment.describe_setup`.
+    rules: the selection rules, oracle first.
+
+  Returns:
+    The text of summary.md.
+  """
+  from tgsr_jax import comparison  # noqa: PLC0415  (comparison imports the methods)
+  head = [line for line in setup_lines(setup) if not line.startswith("- Selection:")]
+  if not bests:
+    head = [line for line in head if not line.startswith("- Grid:")]
+  else:
+    head = [line.replace("- Grid:", "- TGSR grid:") for line in head]
+  head += comparison.grid_lines(runs)
+  head.append(f"- Selection rules: {', '.join(rules)} (one table each; see selection.md for the "
+              "label-free rules' regret, reproduction.md for the published cells)")
+  for b in bests:
+    note = convergence_note(b)
+    if note:
+      head.append(f"- Warning: TGSR {b['experiment']}: {note}")
+  not_converged = [f"{r.method} {r.experiment.name} ({rule})" for r in runs
+                   for rule, g in r.picks.items()
+                   if r.converged is not None and g >= 0 and not bool(r.converged[g])]
+  if not_converged:
+    head.append("- Not converged at the picked point: " + ", ".join(not_converged))
+  text = comparison.write_tables(
+      workdir, "summary", rows, list(rules),
+      title="Cross-database micro-expression recognition: methods x experiments", head=head)
+  record = {"setup": setup, "grids": comparison.grid_lines(runs), "results": rows,
+            "tgsr": [{k: b[k] for k in ("experiment", "mf1", "acc", "kappa", "xi", "converged",
+                                        "converged_points", "grid_points", "source_file",
+                                        "target_file")} for b in bests]}
+  atomic.write_text(workdir / "summary.json",
+                    json.dumps(record, indent=2, default=_json_default) + "\n")
+  return text
+
+
+def _json_default(value):
+  if isinstance(value, float) and np.isnan(value):
+    return None
+  return str(value)

@@ -9,6 +9,7 @@ functions are keyed on the hashable :class:`tgsr_jax.solver.Settings` they hold.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import numbers
 import pathlib
 from typing import Any
@@ -24,15 +25,134 @@ from tgsr_jax import solver
 DATA_SOURCES = ("synthetic_clips", "synthetic_features", "files")
 GROUPINGS = ("contiguous", "regions")
 SELECT_BY = ("mf1", "acc")
+ORACLE = "oracle"
+
+
+def _method_names():
+  from tgsr_jax import methods  # noqa: PLC0415  (the registry only; modules load on demand)
+  return methods
+
+
+def available_methods() -> tuple[str, ...]:
+  """The registered methods (:data:`tgsr_jax.methods.NAMES`) whose module exists, in table order."""
+  import importlib.util  # noqa: PLC0415
+  methods = _method_names()
+  return tuple(n for n in methods.NAMES
+               if importlib.util.find_spec(f"{methods.__name__}.{methods._MODULES[n]}") is not None)
+
+
+def method_key(name: str) -> str:
+  """A method's name as a config key: letters and digits only, upper case ('IW-SVM' -> 'IWSVM')."""
+  return "".join(ch for ch in str(name) if ch.isalnum()).upper()
+
+
+def canonical_method(name: str, field: str) -> str:
+  """The registry name of ``name`` ('iw_svm', 'IWSVM', 'IW-SVM' -> 'IW-SVM'), or a ValueError."""
+  methods = _method_names()
+  canonical = {method_key(n): n for n in methods.NAMES}.get(method_key(name))
+  if canonical is None:
+    raise ValueError(f"config.{field}: unknown method {name!r}; expected one of "
+                     f"{', '.join(methods.NAMES)}")
+  if canonical not in available_methods():
+    raise ValueError(f"config.{field}: method {canonical} is registered but its module "
+                     f"{methods.__name__}.{methods._MODULES[canonical]} does not exist (yet); "
+                     f"available: {', '.join(available_methods())}")
+  return canonical
+
+
+def config_axis(axis: str) -> str:
+  """A grid axis as a config field: a Python keyword gets a trailing '_' ('lambda_')."""
+  return axis + "_" if keyword.iskeyword(axis) else axis
+
+
+def _name_list(value) -> list[str]:
+  if isinstance(value, str):
+    return [v.strip() for v in value.split(",") if v.strip()]
+  return [str(v).strip() for v in value]
+
+
+def parse_methods(value) -> tuple[str, ...]:
+  """``config.methods``: 'all' (every available method) or a comma list, in table order."""
+  names = _name_list(value)
+  if not names:
+    raise ValueError("config.methods is empty; give 'all' or a comma list such as 'SVM,TGSR'")
+  if [n.lower() for n in names] == ["all"]:
+    return available_methods()
+  chosen = [canonical_method(n, "methods") for n in names]
+  if len(set(chosen)) != len(chosen):
+    raise ValueError(f"config.methods names a method twice: {value!r}")
+  order = _method_names().NAMES
+  return tuple(sorted(chosen, key=order.index))
+
+
+def parse_selection(value) -> tuple[str, ...]:
+  """``config.selection``: 'all' or a comma list of 'oracle' and the label-free rules.
+
+  The oracle (best target M-F1, the published rule) is always included, first: TGSR's best.json
+  and the regrets of the label-free rules need it.
+  """
+  from tgsr_jax import selection  # noqa: PLC0415
+  names = _name_list(value)
+  allowed = (ORACLE, *selection.RULES)
+  if [n.lower() for n in names] == ["all"]:
+    return allowed
+  lookup = {a.lower(): a for a in allowed}
+  unknown = [n for n in names if n.lower() not in lookup]
+  if unknown or not names:
+    raise ValueError(f"config.selection: unknown rule(s) {unknown or value!r}; expected 'all' or "
+                     f"a comma list of {', '.join(allowed)}")
+  chosen = {lookup[n.lower()] for n in names} | {ORACLE}
+  return tuple(a for a in allowed if a in chosen)
+
+
+def parse_method_grids(config_grids, method_names: tuple[str, ...]
+                       ) -> tuple[tuple[str, tuple[tuple[str, tuple], ...]], ...]:
+  """``config.method_grids.<METHOD>.<axis> = values`` as ((method, ((axis, values), ...)), ...).
+
+  Keys are method names as :func:`method_key` writes them ('IWSVM' for IW-SVM). Only the methods
+  in ``method_names`` are kept; every key and axis is checked against the method's own grid.
+  """
+  methods = _method_names()
+  out = []
+  for key in sorted(config_grids or {}):
+    field = f"method_grids.{key}"
+    canonical = {method_key(n): n for n in methods.NAMES}.get(method_key(key))
+    if canonical is None:
+      raise ValueError(f"config.{field}: unknown method {key!r}; expected one of "
+                       f"{', '.join(method_key(n) for n in methods.NAMES if n != 'TGSR')}")
+    if canonical == "TGSR":
+      raise ValueError(f"config.{field}: TGSR's grid is config.kappas x config.xis (and its "
+                       "label-free selection grid config.selection_options.kappas/xis)")
+    if canonical not in method_names:
+      continue
+    axes = dict(methods.get(canonical).grid)
+    given = {}
+    for field_axis in config_grids[key]:
+      # A Python keyword cannot be a config path ('lambda'): the config writes it 'lambda_'.
+      axis = field_axis[:-1] if field_axis.endswith("_") and keyword.iskeyword(
+          field_axis[:-1]) else field_axis
+      if axis not in axes:
+        raise ValueError(f"config.{field}.{axis}: {canonical} has no grid axis {axis!r}; "
+                         f"expected one of {', '.join(config_axis(a) for a in axes)}")
+      values = config_grids[key][field_axis]
+      values = tuple(values) if isinstance(values, (tuple, list)) else (values,)
+      if not values:
+        raise ValueError(f"config.{field}.{field_axis}: needs at least one value")
+      given[axis] = tuple(v.item() if hasattr(v, "item") else v for v in values)
+    # The method's own axis order (the grid order, which breaks ties), its values where not given.
+    grid = tuple((axis, given.get(axis, tuple(values))) for axis, values in axes.items())
+    out.append((canonical, grid))
+  return tuple(out)
 
 
 def _is_int(value) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _numbers(config, field: str, kind) -> tuple:
+def _numbers(config, field: str, kind, prefix: str = "") -> tuple:
   """``config.<field>`` as a tuple of ``kind``, or a ValueError naming the field."""
   values = config[field]
+  field = prefix + field
   if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
     values = (values,)
   example = "'(1, 12, 85)'" if kind is int else "'(0.001, 44.0)'"
@@ -160,6 +280,14 @@ class CdmerSettings:
     chunk_size: grid points solved together.
     progress: show progress bars.
     solver: the ALM settings.
+    methods: the comparison's methods (registry names, table order); TGSR included or not.
+    selection: the selection rules: 'oracle' first, then label-free rules of
+      :data:`tgsr_jax.selection.RULES`.
+    method_grids: per method, grid axes overriding the method's own grid.
+    selection_folds, selection_seed: the source folds of the label-free rules.
+    selection_kappas, selection_xis: TGSR's label-free rules score the subgrid of these values
+      (config.kappas / config.xis values also listed in config.selection_options.kappas / xis;
+      all of them when those are empty).
   """
   data: DataSettings
   experiments: tuple[protocol.Experiment, ...]
@@ -173,6 +301,26 @@ class CdmerSettings:
   chunk_size: int = 64
   progress: bool = True
   solver: solver.Settings = solver.Settings()
+  methods: tuple[str, ...] = ("TGSR",)
+  selection: tuple[str, ...] = (ORACLE,)
+  method_grids: tuple[tuple[str, tuple[tuple[str, tuple], ...]], ...] = ()
+  selection_folds: int = 5
+  selection_seed: int = 0
+  selection_kappas: tuple[int, ...] | None = None
+  selection_xis: tuple[float, ...] | None = None
+
+  @property
+  def label_free_rules(self) -> tuple[str, ...]:
+    return tuple(r for r in self.selection if r != ORACLE)
+
+  @property
+  def runs_comparison(self) -> bool:
+    """Whether other methods than TGSR or label-free rules are asked (then the tables compare)."""
+    return self.methods != ("TGSR",) or bool(self.label_free_rules)
+
+  def method_grid(self, name: str) -> dict[str, tuple] | None:
+    """The grid override of method ``name`` (None: the method's own grid)."""
+    return next((dict(g) for m, g in self.method_grids if m == name), None)
 
   @property
   def tolerance(self) -> float:
@@ -221,11 +369,36 @@ class CdmerSettings:
     solver_ = solver_settings(config)
     data = DataSettings.from_config(config.data)
     experiments = tuple(protocol.parse_experiments(config.experiments))
+    method_names = parse_methods(config.get("methods", "TGSR"))
+    rules = parse_selection(config.get("selection", ORACLE))
+    grids = parse_method_grids(config.get("method_grids", None), method_names)
+    options = config.get("selection_options", None) or {}
+    folds, seed = options.get("num_folds", 5), options.get("seed", 0)
+    if not _is_int(folds) or folds < 2:
+      raise ValueError(f"config.selection_options.num_folds must be an integer >= 2, "
+                       f"got {folds!r}")
+    if not _is_int(seed) or seed < 0:
+      raise ValueError(f"config.selection_options.seed must be an integer >= 0, got {seed!r}")
+    prefix = "selection_options."
+    sub_kappas = _numbers(options, "kappas", int, prefix) if options.get("kappas") else ()
+    sub_xis = _numbers(options, "xis", float, prefix) if options.get("xis") else ()
+    # The subgrid is the config grid's points whose kappa / xi are listed (all when empty).
+    sub_kappas = tuple(k for k in kappas if not sub_kappas or k in sub_kappas)
+    sub_xis = tuple(x for x in xis if not sub_xis or np.isclose(x, sub_xis).any())
+    if not sub_kappas or not sub_xis:
+      raise ValueError(f"config.selection_options.kappas/xis share no value with config.kappas / "
+                       f"config.xis ({options.get('kappas')} vs {kappas}, {options.get('xis')} "
+                       f"vs {xis}); leave them empty to score the whole grid")
+    if config.select_by != "mf1" and (method_names != ("TGSR",) or len(rules) > 1):
+      raise ValueError("config.select_by='acc' applies to TGSR alone; the comparison picks by "
+                       "M-F1 (set config.methods=TGSR and config.selection=oracle)")
     return cls(data=data, experiments=experiments, kappas=kappas, xis=xis,
                precision=str(config.precision), grouping=str(config.grouping),
                num_groups=int(num_groups), classes=classes, select_by=str(config.select_by),
                chunk_size=int(config.chunk_size), progress=bool(config.progress),
-               solver=solver_)
+               solver=solver_, methods=method_names, selection=rules, method_grids=grids,
+               selection_folds=int(folds), selection_seed=int(seed),
+               selection_kappas=sub_kappas, selection_xis=sub_xis)
 
 
 def cdmer_settings(config_or_settings: Any) -> CdmerSettings:

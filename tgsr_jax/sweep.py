@@ -97,11 +97,23 @@ def grid_points(kappas: Iterable[int], xis: Iterable[float]) -> tuple[np.ndarray
   return np.repeat(kappas, xis.size), np.tile(xis, kappas.size)
 
 
+OUTPUTS = ("scores", "labels")
+
+
+def _chunk_outputs(logits: jax.Array, yt: jax.Array, num_classes: int, outputs: str
+                   ) -> dict[str, jax.Array]:
+  """What a chunk returns of its (G, n, C) evaluation-row logits: confusions or labels."""
+  pred = jnp.argmax(logits, axis=-1)
+  if outputs == "labels":
+    return {"labels": pred, "logits": logits}
+  return {"confusion": jax.vmap(lambda p: metrics.confusion_matrix(yt, p, num_classes))(pred)}
+
+
 def _solve_chunk_impl(problem: solver.Problem, xt: jax.Array, yt: jax.Array, kappa: jax.Array,
                       xi: jax.Array, *, layout: solver.GroupLayout, settings: solver.Settings,
-                      tol: float, num_classes: int, platform: str | None = None
-                      ) -> dict[str, jax.Array]:
-  """Solves a chunk of grid points (vmapped) and scores them on the target."""
+                      tol: float, num_classes: int, platform: str | None = None,
+                      outputs: str = "scores") -> dict[str, jax.Array]:
+  """Solves a chunk of grid points (vmapped); scores them on the target or returns labels."""
   w, s = solver.xi_spectra(problem, xi, platform=platform)
   state0 = solver.init_state(problem, settings)
   # Grid points live on the last axis of C and P, so Q^T (Kd x C x G) is one plain GEMM.
@@ -112,27 +124,28 @@ def _solve_chunk_impl(problem: solver.Problem, xt: jax.Array, yt: jax.Array, kap
   state = solve(problem, w, s, kappa, state0)
   c = state.c  # (Kd, C, G)
   logits = jnp.einsum("nk,kcg->gnc", xt, c)
-  pred = jnp.argmax(logits, axis=-1)
-  confusion = jax.vmap(lambda p: metrics.confusion_matrix(yt, p, num_classes))(pred)
   if layout.group_size is not None:
     energy = jnp.sum(jnp.square(c.reshape(layout.num_groups, -1, c.shape[-1])), axis=1)
   else:
     energy = jax.ops.segment_sum(jnp.sum(jnp.square(c), axis=1), problem.segment_ids,
                                  num_segments=layout.num_groups, indices_are_sorted=True)
   return {
-      "confusion": confusion,
+      **_chunk_outputs(logits, yt, num_classes, outputs),
       "iterations": state.iteration, "converged": state.error < tol,
       "selected": (energy > 0).T,
   }
 
 
-@functools.partial(jax.jit, static_argnames=("mesh", "layout", "settings", "tol", "num_classes"))
+@functools.partial(jax.jit, static_argnames=("mesh", "layout", "settings", "tol", "num_classes",
+                                             "outputs"))
 def _solve_chunk(problem: solver.Problem, xt: jax.Array, yt: jax.Array, kappa: jax.Array,
                  xi: jax.Array, *, mesh: Mesh, layout: solver.GroupLayout,
-                 settings: solver.Settings, tol: float, num_classes: int) -> dict[str, jax.Array]:
+                 settings: solver.Settings, tol: float, num_classes: int,
+                 outputs: str = "scores") -> dict[str, jax.Array]:
   """:func:`_solve_chunk_impl` with the grid points split over the devices of ``mesh``."""
   local = functools.partial(_solve_chunk_impl, layout=layout, settings=settings, tol=tol,
-                            num_classes=num_classes, platform=mesh.devices.flat[0].platform)
+                            num_classes=num_classes, platform=mesh.devices.flat[0].platform,
+                            outputs=outputs)
   replicated, lanes = PartitionSpec(), PartitionSpec("lanes")
   return jax.shard_map(local, mesh=mesh,
                        in_specs=(replicated, replicated, replicated, lanes, lanes),
@@ -140,11 +153,16 @@ def _solve_chunk(problem: solver.Problem, xt: jax.Array, yt: jax.Array, kappa: j
 
 
 @functools.partial(jax.jit,
-                   static_argnames=("mesh", "num_groups", "settings", "tol", "num_classes"))
+                   static_argnames=("mesh", "num_groups", "settings", "tol", "num_classes",
+                                    "outputs"))
 def _solve_chunk_gram(problem: solver.Problem, factors: gram_engine.GramFactors, yt: jax.Array,
                       kappa: jax.Array, xi: jax.Array, *, mesh: Mesh, num_groups: int,
-                      settings: solver.Settings, tol: float, num_classes: int) -> dict[str, jax.Array]:
-  """Solves a chunk of grid points with :mod:`tgsr_jax.gram_engine` and scores them.
+                      settings: solver.Settings, tol: float, num_classes: int,
+                      outputs: str = "scores") -> dict[str, jax.Array]:
+  """Solves a chunk of grid points with :mod:`tgsr_jax.gram_engine`; scores or labels.
+
+  The logits are ``Xe C`` for the evaluation rows ``Xe`` the factors were built from
+  (``factors.xq``/``xo``): the target when sweeping, the query rows when predicting.
 
   Each device iterates its own share of the grid points (``shard_map``): lanes on different
   devices never wait for each other, and the loop needs no cross-device communication.
@@ -155,9 +173,8 @@ def _solve_chunk_gram(problem: solver.Problem, factors: gram_engine.GramFactors,
     state = gram_engine.init_state(factors, num_classes, kappa.shape[0], settings)
     state = gram_engine.iterate(problem, factors, w, s, kappa, state, num_groups=num_groups,
                                 settings=settings, tol=tol, iteration_limit=settings.max_iterations)
-    pred = jnp.argmax(gram_engine.target_logits(factors, state), axis=-1)
-    confusion = jax.vmap(lambda p: metrics.confusion_matrix(yt, p, num_classes))(pred)
-    return {"confusion": confusion, "iterations": state.iteration,
+    logits = gram_engine.target_logits(factors, state)
+    return {**_chunk_outputs(logits, yt, num_classes, outputs), "iterations": state.iteration,
             "converged": state.error < tol, "selected": (state.s > 0).T}
 
   replicated, lanes = PartitionSpec(), PartitionSpec("lanes")
@@ -166,9 +183,28 @@ def _solve_chunk_gram(problem: solver.Problem, factors: gram_engine.GramFactors,
                        out_specs=lanes, check_vma=False)(problem, factors, yt, kappa, xi)
 
 
+@dataclasses.dataclass(frozen=True)
+class GridLabels:
+  """Predicted labels of the evaluation rows at a chunk of grid points (``PreparedSweep.predict``).
+
+  Attributes:
+    labels: (G, n) class indices (argmax of the logits).
+    logits: (G, n, C) ``Xe C`` of the evaluation rows ``Xe``.
+    iterations, converged: as in :class:`SweepResult`.
+  """
+  labels: np.ndarray
+  logits: np.ndarray
+  iterations: np.ndarray
+  converged: np.ndarray
+
+
 @dataclasses.dataclass
 class PreparedSweep:
-  """A factored problem ready to solve chunks of grid points (see :func:`prepare_sweep`)."""
+  """A factored problem ready to solve chunks of grid points (see :func:`prepare_sweep`).
+
+  ``xt``/``yt`` are the evaluation rows (the target, or the query rows of ``prepare_sweep(xq=)``)
+  and their labels (zeros when only :meth:`predict` is used).
+  """
   problem: solver.Problem
   xt: jax.Array
   yt: jax.Array
@@ -180,8 +216,8 @@ class PreparedSweep:
   engine: str
   factors: gram_engine.GramFactors | None
 
-  def solve(self, kappa: np.ndarray, xi: np.ndarray) -> SweepResult:
-    """Solves the given grid points (one chunk), padded to a multiple of the device count."""
+  def _run_chunk(self, kappa: np.ndarray, xi: np.ndarray, outputs: str) -> dict[str, np.ndarray]:
+    """One chunk through the engine, padded to a multiple of the device count, unpadded."""
     n = kappa.shape[0]
     ndev = self.mesh.devices.size
     padded = -(-n // ndev) * ndev
@@ -195,32 +231,48 @@ class PreparedSweep:
       tol = self.settings.resolved_tol(self.precision)
       if self.engine == "gram":
         out = _solve_chunk_gram(self.problem, self.factors, self.yt, kappa_d, xi_d,
-                                mesh=self.mesh, num_groups=self.layout.num_groups, settings=self.settings,
-                                tol=tol, num_classes=self.num_classes)
+                                mesh=self.mesh, num_groups=self.layout.num_groups,
+                                settings=self.settings, tol=tol, num_classes=self.num_classes,
+                                outputs=outputs)
       else:
         out = _solve_chunk(self.problem, self.xt, self.yt, kappa_d, xi_d, mesh=self.mesh,
-                           layout=self.layout,
-                           settings=self.settings, tol=tol, num_classes=self.num_classes)
+                           layout=self.layout, settings=self.settings, tol=tol,
+                           num_classes=self.num_classes, outputs=outputs)
       out = jax.device_get(out)
+    return {k: np.asarray(v)[:n] for k, v in out.items()}
+
+  def solve(self, kappa: np.ndarray, xi: np.ndarray) -> SweepResult:
+    """Solves the given grid points (one chunk) and scores them on the labelled target."""
+    out = self._run_chunk(kappa, xi, "scores")
     # Scores from exact integer counts, in float64 on the host whatever the solver precision.
-    scores = metrics.scores_from_confusion(np.asarray(out["confusion"][:n]))
+    scores = metrics.scores_from_confusion(out["confusion"])
     return SweepResult(
         kappa=kappa.astype(np.int64), xi=xi.astype(np.float64),
         acc=scores["acc"], mf1=scores["mf1"], uar=scores["uar"],
-        iterations=np.asarray(out["iterations"][:n], np.int64),
-        converged=np.asarray(out["converged"][:n], bool),
-        selected=np.asarray(out["selected"][:n], bool))
+        iterations=out["iterations"].astype(np.int64),
+        converged=out["converged"].astype(bool),
+        selected=out["selected"].astype(bool))
+
+  def predict(self, kappa: np.ndarray, xi: np.ndarray) -> GridLabels:
+    """Solves the given grid points (one chunk) and predicts the evaluation rows."""
+    out = self._run_chunk(kappa, xi, "labels")
+    return GridLabels(labels=out["labels"].astype(np.int64),
+                      logits=out["logits"].astype(np.float64),
+                      iterations=out["iterations"].astype(np.int64),
+                      converged=out["converged"].astype(bool))
 
 
-def prepare_sweep(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, yt: np.ndarray, *,
+def prepare_sweep(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, yt: np.ndarray | None, *,
                   groups: np.ndarray, num_classes: int | None = None, precision: str = "float32",
                   settings: solver.Settings = solver.Settings(),
-                  devices: list[jax.Device] | None = None, engine: str = "auto") -> PreparedSweep:
+                  devices: list[jax.Device] | None = None, engine: str = "auto",
+                  xq: np.ndarray | None = None) -> PreparedSweep:
   """Validates the data and factors the work shared by all grid points.
 
   Args:
     xs, ys: labelled source (ns, Kd), (ns,) ints in [0, C).
-    xt, yt: target features (nt, Kd) and its labels (used only for scoring).
+    xt, yt: target features (nt, Kd) and its labels (used only for scoring; None when only
+      :meth:`PreparedSweep.predict` is used).
     groups: (Kd,) group id of every column.
     num_classes: C (default ``max(ys) + 1``).
     precision: ``'float32'`` (fast) or ``'float64'`` (reproduces the reference).
@@ -228,6 +280,8 @@ def prepare_sweep(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, yt: np.ndarray
     devices: devices to shard grid points over (default: all local devices).
     engine: ``'gram'`` (group-wise coordinates, :mod:`tgsr_jax.gram_engine`; needs equal group
       sizes), ``'dense'`` (the vmapped ALM on full matrices) or ``'auto'`` (gram when possible).
+    xq: (nq, Kd) rows to predict instead of ``xt`` (the fit still adapts to ``xt``); then
+      ``yt`` must be None and only :meth:`PreparedSweep.predict` applies.
 
   Returns:
     A :class:`PreparedSweep`.
@@ -235,12 +289,21 @@ def prepare_sweep(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, yt: np.ndarray
   xs = np.asarray(xs)
   xt = np.asarray(xt)
   ys = np.asarray(ys).astype(np.int64).reshape(-1)
-  yt = np.asarray(yt).astype(np.int64).reshape(-1)
   num_classes = int(ys.max()) + 1 if num_classes is None else int(num_classes)
   solver.check_inputs(xs, ys, xt, num_classes)
-  if yt.shape != (xt.shape[0],):
+  if xq is not None:
+    if yt is not None:
+      raise ValueError("prepare_sweep: give yt (to score the target) or xq (to predict query "
+                       "rows), not both")
+    xq = np.asarray(xq)
+    if xq.ndim != 2 or xq.shape[1] != xt.shape[1] or not np.all(np.isfinite(xq)):
+      raise ValueError(f"xq must be finite (nq, {xt.shape[1]}) query rows, got {xq.shape}")
+  x_eval = xt if xq is None else xq
+  yt = (np.zeros(len(x_eval), np.int64) if yt is None
+        else np.asarray(yt).astype(np.int64).reshape(-1))
+  if yt.shape != (xt.shape[0],) and xq is None:
     raise ValueError(f"yt must have shape ({xt.shape[0]},) to match xt, got {yt.shape}")
-  if yt.min() < 0 or yt.max() >= num_classes:
+  if yt.size and yt.min() < 0 or yt.max() >= num_classes:
     raise ValueError(f"yt must hold labels in [0, {num_classes}), got [{yt.min()}, {yt.max()}]")
   perm, layout, sorted_groups = solver.group_layout(groups, xs.shape[1])
   if engine == "auto":
@@ -258,7 +321,7 @@ def prepare_sweep(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, yt: np.ndarray
         jnp.asarray(xs[:, perm], dtype), jnp.asarray(ys), jnp.asarray(xt[:, perm], dtype),
         jnp.asarray(sorted_groups), num_classes=num_classes)
     problem = jax.device_put(problem, replicated)
-    xt_dev = jax.device_put(jnp.asarray(xt[:, perm], dtype), replicated)
+    xt_dev = jax.device_put(jnp.asarray(x_eval[:, perm], dtype), replicated)
     yt_dev = jax.device_put(jnp.asarray(yt), replicated)
     factors = None
     if engine == "gram":
