@@ -77,35 +77,15 @@ def _timed(fn) -> float:
   return time.perf_counter() - start
 
 
-def numpy_regenerator(xs, xt, y, lam, mu, max_iterations=1_000_000):
-  """The authors' DRLS/TSRG inexact ALM written plainly (samples as columns, METHODS.md)."""
-  xs, xt, y = xs.T, xt.T, y.T
-  x = np.concatenate([xs, xt], axis=1)
-  k_s, k_t = x.T @ xs, x.T @ xt
-  k_delta = k_s @ np.ones(xs.shape[1]) / xs.shape[1] - k_t @ np.ones(xt.shape[1]) / xt.shape[1]
-  k_tilde = np.concatenate([k_s, np.sqrt(lam) * k_delta[:, None]], axis=1)
-  d, u = np.linalg.eigh(k_tilde @ k_tilde.T)
-  p = np.ones((x.shape[1], y.shape[0]))
-  t = np.ones_like(p)
-  kappa = 1e-3
-  for iteration in range(1, max_iterations + 1):
-    q = u @ np.diag(1.0 / (d + kappa / 2)) @ u.T @ (k_s @ y.T + (kappa * p + t) / 2)
-    v = q - t / kappa
-    p = np.sign(v) * np.maximum(np.abs(v) - mu / kappa, 0.0)
-    t = t + kappa * (p - q)
-    kappa = min(1.1 * kappa, 1e15)
-    if np.max(np.abs(p - q)) < 1e-8:
-      break
-  return p, iteration
-
-
 def loop_time(name, method, xs, ys, xt, params, picks) -> float:
   """Seconds per grid point of the one-at-a-time loop (see the module docstring)."""
   start = time.perf_counter()
   for g in picks:
     point = {k: v[g:g + 1] for k, v in params.items()}
     if name in ("DRLS", "TSRG"):
-      numpy_regenerator(xs, xt, np.eye(3)[ys], float(point["lambda"][0]), float(point["mu"][0]))
+      # TSRG regenerates the source features, DRLS the one-hot source labels.
+      y = xs if name == "TSRG" else np.eye(3)[ys]
+      reference.regeneration_alm(xs, xt, y, float(point["lambda"][0]), float(point["mu"][0]))
     elif name == "TGSR":
       fit = reference.fit_reference(xs, ys, xt, xs.shape[1] // 85, int(point["kappa"][0]),
                                     float(point["xi"][0]), num_classes=3)
