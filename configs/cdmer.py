@@ -48,7 +48,7 @@ QUICK_METHOD_GRIDS = {
     "TCA": {"kernel": ("linear",), "mu": (0.1, 1.0), "dim": (10, 30)},
     "GFK": {"classifier": ("svm",), "dim": (10, 30)},
     "SA": {"dim": (10, 30)},
-    "STM": None,                        # its own grid, whatever it is
+    "STM": None,                        # its own 3 x 7 (C x lambda) grid: cheap enough
     "TKL": {"kernel": ("linear",), "eta": (1.1, 2.0)},
     "TSRG": {"lambda": (0.1, 10.0), "mu": (0.01, 0.6)},
     "DRLS": {"lambda": (0.1, 10.0), "mu": (0.01, 0.6)},
