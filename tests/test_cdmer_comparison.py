@@ -62,10 +62,13 @@ def test_settings_defaults_and_validation():
   config.selection_options.num_folds = 1
   with pytest.raises(ValueError, match="config.selection_options.num_folds"):
     settings.CdmerSettings.from_config(config)
-  config = _config(methods="all")
+  config = _config(methods="all", selection="all")
   config.selection_options.kappas = (4,)
   with pytest.raises(ValueError, match="config.selection_options.kappas/xis share no value"):
     settings.CdmerSettings.from_config(config)
+  # The subgrid is TGSR's label-free rules' only: with the oracle alone it is not checked.
+  config.selection = "oracle"
+  assert settings.CdmerSettings.from_config(config).selection == ("oracle",)
 
 
 def test_a_registered_method_without_module_is_named(monkeypatch):

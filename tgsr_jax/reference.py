@@ -119,6 +119,13 @@ def regeneration_alm(xs: np.ndarray, xt: np.ndarray, y: np.ndarray, lam: float, 
   Returns:
     ``P`` (n_s + n_t, m) and the iterations run.
   """
+  return regeneration_iterate(*regeneration_setup(xs, xt, y, lam), mu,
+                              max_iterations=max_iterations, tol=tol)
+
+
+def regeneration_setup(xs: np.ndarray, xt: np.ndarray, y: np.ndarray,
+                       lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The part of :func:`regeneration_alm` done once per point: ``(D, U, K_s Y^T)``."""
   xs_c, xt_c, y_c = np.asarray(xs, np.float64).T, np.asarray(xt, np.float64).T, np.asarray(
       y, np.float64).T
   x = np.concatenate([xs_c, xt_c], axis=1)
@@ -126,7 +133,12 @@ def regeneration_alm(xs: np.ndarray, xt: np.ndarray, y: np.ndarray, lam: float, 
   k_delta = k_s.mean(axis=1) - k_t.mean(axis=1)
   k_tilde = np.concatenate([k_s, np.sqrt(lam) * k_delta[:, None]], axis=1)
   d, u = np.linalg.eigh(k_tilde @ k_tilde.T)
-  b0 = k_s @ y_c.T
+  return d, u, k_s @ y_c.T
+
+
+def regeneration_iterate(d: np.ndarray, u: np.ndarray, b0: np.ndarray, mu: float, *,
+                         max_iterations: int = 2000, tol: float = 1e-8) -> tuple[np.ndarray, int]:
+  """The iterations of :func:`regeneration_alm` from :func:`regeneration_setup`'s factors."""
   p = np.ones_like(b0)
   t = np.ones_like(b0)
   kappa = 1e-3

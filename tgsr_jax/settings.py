@@ -385,7 +385,11 @@ class CdmerSettings:
     # The subgrid is the config grid's points whose kappa / xi are listed (all when empty).
     sub_kappas = tuple(k for k in kappas if not sub_kappas or k in sub_kappas)
     sub_xis = tuple(x for x in xis if not sub_xis or np.isclose(x, sub_xis).any())
-    if not sub_kappas or not sub_xis:
+    # The subgrid matters only where TGSR's label-free rules run.
+    tgsr_rules = "TGSR" in method_names and any(r != ORACLE for r in rules)
+    if not tgsr_rules:
+      sub_kappas, sub_xis = kappas, xis
+    elif not sub_kappas or not sub_xis:
       raise ValueError(f"config.selection_options.kappas/xis share no value with config.kappas / "
                        f"config.xis ({options.get('kappas')} vs {kappas}, {options.get('xis')} "
                        f"vs {xis}); leave them empty to score the whole grid")
