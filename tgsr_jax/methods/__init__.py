@@ -96,6 +96,24 @@ def grid_points(grid: Mapping[str, tuple]) -> dict[str, np.ndarray]:
   return {n: np.asarray([r[i] for r in rows]) for i, n in enumerate(names)}
 
 
+def param_arrays(params: Mapping[str, np.ndarray], names: tuple[str, ...],
+                 method: str) -> tuple[np.ndarray, ...]:
+  """``params[name]`` for each of ``names`` as (G,) float64 arrays, all of one length G.
+
+  Raises:
+    ValueError: naming ``method`` and the axes that are missing or of unequal length.
+  """
+  missing = [n for n in names if n not in params]
+  if missing:
+    wanted = " and ".join(repr(n) for n in names)
+    raise ValueError(f"{method} params need {wanted} as (G,) arrays; missing {missing}")
+  arrays = tuple(np.atleast_1d(np.asarray(params[n], np.float64)).reshape(-1) for n in names)
+  if len({a.size for a in arrays}) > 1:
+    raise ValueError(f"{method} params {names} must have the same length, got "
+                     f"{[a.size for a in arrays]}")
+  return arrays
+
+
 def get(name: str) -> Method:
   """The method called ``name`` (case-insensitive; one of :data:`NAMES`)."""
   canonical = {n.upper(): n for n in NAMES}.get(name.strip().upper())

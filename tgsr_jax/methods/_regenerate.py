@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from tgsr_jax import methods
 from tgsr_jax import solver
 
 # The benchmark's grid (METHODS.md): lambda in 7 decades, mu in 37 values from 0.001 to 10.
@@ -309,17 +310,9 @@ def solve_grid(kernels: Kernels, y: np.ndarray, readout: np.ndarray, lam: np.nda
                             converged=(error < tol) & ~failed, failed=failed)
 
 
-def grid_arrays(params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def grid_arrays(params: Mapping[str, np.ndarray], method: str) -> tuple[np.ndarray, np.ndarray]:
   """``(lambda, mu)`` from a params mapping, checking both are present with equal length."""
-  missing = [k for k in ("lambda", "mu") if k not in params]
-  if missing:
-    raise ValueError(f"params must hold 'lambda' and 'mu' (G,) arrays; missing {missing}")
-  lam = np.asarray(params["lambda"], np.float64).reshape(-1)
-  mu = np.asarray(params["mu"], np.float64).reshape(-1)
-  if lam.shape != mu.shape:
-    raise ValueError(f"params 'lambda' and 'mu' must have the same length, got {lam.size} and "
-                     f"{mu.size}")
-  return lam, mu
+  return methods.param_arrays(params, ("lambda", "mu"), method)
 
 
 def check_inputs(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,

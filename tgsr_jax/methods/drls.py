@@ -52,7 +52,7 @@ def fit_predict(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
     :class:`tgsr_jax.methods.GridPredictions` with scores ``P^T K_q`` (G, Q, C).
   """
   xs, ys, xt, xq = _regenerate.check_inputs(xs, ys, xt, xq, num_classes)
-  lam, mu = _regenerate.grid_arrays(params)
+  lam, mu = _regenerate.grid_arrays(params, "DRLS")
   kernels = _regenerate.Kernels(xs, xt, xq)
   one_hot = np.eye(num_classes)[ys]                           # (n_s, C)
   out = _regenerate.solve_grid(kernels, one_hot, np.eye(num_classes), lam, mu,

@@ -221,14 +221,7 @@ def fit_predict(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
     is marked failed.
   """
   xs, ys, xt, xq = _regenerate.check_inputs(xs, ys, xt, xq, num_classes)
-  missing = [k for k in ("width", "C") if k not in params]
-  if missing:
-    raise ValueError(f"params must hold 'width' and 'C' (G,) arrays; missing {missing}")
-  width = np.asarray(params["width"], np.float64).reshape(-1)
-  cs = np.asarray(params["C"], np.float64).reshape(-1)
-  if width.shape != cs.shape:
-    raise ValueError(f"params 'width' and 'C' must have the same length, got {width.size} and "
-                     f"{cs.size}")
+  width, cs = methods.param_arrays(params, ("width", "C"), "IW-SVM")
   sigma0 = median_distance(np.concatenate([xs, xt]))
   factors, which = np.unique(width, return_inverse=True)
   kmm = kmm_weights(xs, xt, factors * sigma0, settings=settings, precision=precision)

@@ -46,14 +46,8 @@ def feature_groups(grouping: str, num_features: int, num_groups: int) -> np.ndar
 
 def grid_arrays(params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
   """``params['kappa']`` (int) and ``params['xi']`` (float) as (G,) arrays, checked."""
-  missing = {"kappa", "xi"} - set(params)
-  if missing:
-    raise ValueError(f"TGSR params need 'kappa' and 'xi', missing {sorted(missing)}")
-  kappa = np.atleast_1d(np.asarray(params["kappa"])).astype(np.int64)
-  xi = np.atleast_1d(np.asarray(params["xi"], np.float64))
-  if kappa.shape != xi.shape:
-    raise ValueError(f"TGSR params 'kappa' and 'xi' must have the same length, got "
-                     f"{kappa.shape} and {xi.shape}")
+  kappa, xi = methods.param_arrays(params, ("kappa", "xi"), "TGSR")
+  kappa = kappa.astype(np.int64)
   if not np.all(np.isfinite(xi)) or np.any(xi < 0):
     raise ValueError(f"TGSR params 'xi' must be finite and >= 0, got {xi}")
   return kappa, xi

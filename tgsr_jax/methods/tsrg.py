@@ -95,7 +95,7 @@ def fit_predict(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
     :class:`tgsr_jax.methods.GridPredictions` (no scores: LIBSVM's votes decide).
   """
   xs, ys, xt, xq = _regenerate.check_inputs(xs, ys, xt, xq, num_classes)
-  lam, mu = _regenerate.grid_arrays(params)
+  lam, mu = _regenerate.grid_arrays(params, "TSRG")
   order, w, b = linear_ovo_machines(xs, ys)
   kernels = _regenerate.Kernels(xs, xt, xq)
   out = _regenerate.solve_grid(kernels, xs, w, lam, mu, precision=precision, settings=settings,
