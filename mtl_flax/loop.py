@@ -17,15 +17,28 @@ from mtl_flax.data import pipeline
 
 
 def batch_function(settings: settings_lib.TrainSettings, train_data: dict) -> Callable:
-  """`step -> batch`: the batch of a step is a pure function of the step number (see pipeline)."""
+  """`step -> batch`: the batch of a step is a pure function of the step number (see pipeline).
+
+  On several processes it returns this process's rows of the global batch (process p of P:
+  rows [p B / P, (p + 1) B / P) of every task).
+  """
   aug = settings.augment
   landmark_augment = augment.LandmarkAugment(
       flip_probability=aug.landmark_flip, max_rotation_deg=aug.max_rotation_deg,
       scale_range=tuple(aug.scale_range), max_shift=aug.max_shift, noise_std=aug.noise_std)
-  return functools.partial(
+  batch_fn = functools.partial(
       pipeline.train_batch, datasets=train_data, tasks=settings.tasks,
       batch_size=settings.batch_size, seed=settings.seed, augmentation=aug.enabled,
       landmark_augment=landmark_augment, expression_flip=aug.expression_flip)
+  count, index = jax.process_count(), jax.process_index()
+  if count == 1:
+    return batch_fn
+  if settings.batch_size % count:
+    raise ValueError(f"config.batch_size={settings.batch_size} (per task, global) is not "
+                     f"divisible by the {count} processes")
+  rows = slice(index * settings.batch_size // count, (index + 1) * settings.batch_size // count)
+  return lambda step: {k: v[:, rows] if k == "images" else v[rows]
+                       for k, v in batch_fn(step).items()}
 
 
 @dataclasses.dataclass
@@ -43,7 +56,7 @@ def run(settings: settings_lib.TrainSettings, compiled, state, *, start: int, en
   last step of the run), checkpoints every `checkpoint_every` (and where it stops)."""
   mesh, model = compiled.mesh, compiled.model
   num_steps = settings.compute.num_steps
-  eval_kwargs = dict(batch_size=settings.eval_batch_size, mesh=mesh,
+  eval_kwargs = dict(batch_size=settings.eval_batch_size, mesh=sharding_lib.local_mesh(mesh),
                      nme_normalisation=settings.compute.losses.nme_normalisation)
   last_eval = {}
   t0 = time.time()
@@ -59,8 +72,10 @@ def run(settings: settings_lib.TrainSettings, compiled, state, *, start: int, en
       scalars["steps_per_second"] = (step - start) / max(time.time() - t0, 1e-9)
       writer.write(step, scalars, prefix="train/")
     if step % settings.eval_every == 0 or step == num_steps:
-      last_eval, _ = evaluate_lib.evaluate(compiled.eval_step, state, test_data, model.tasks,
-                                           **eval_kwargs)
+      # Every process evaluates the whole test sets on its own copy of the state.
+      last_eval, _ = evaluate_lib.evaluate(compiled.eval_step,
+                                           sharding_lib.host_local_copy(state, mesh), test_data,
+                                           model.tasks, **eval_kwargs)
       metric_writer.check_finite(step, last_eval)
       writer.write(step, last_eval, prefix="eval/")
     if step % settings.checkpoint_every == 0 or step == end:
