@@ -4,7 +4,8 @@ Default (laptop / CPU): a tiny ResNet on the synthetic face datasets, a few minu
 
   python -m experiments.mtl --config configs/mtl.py --workdir runs/mtl
 
-The paper's setting (ResNet-34, SGD lr 0.01 with momentum, batch 256 per task; for a GPU):
+The paper's setting (ResNet-34, SGD lr 0.01 with momentum, batch 256 per task; for a GPU;
+add `--config.model.dtype=bfloat16` for mixed precision):
 
   python -m experiments.mtl --config configs/mtl.py:resnet34 --workdir runs/mtl_r34 \
     --config.data.expression.source=image_folder --config.data.expression.path=/data/LSEMSW \
@@ -61,6 +62,9 @@ def get_config(arg=None):
       "sharing": "trace_norm",  # 'none' | 'trace_norm' | 'hard' | 'cross_stitch'
       # k block convolutions shared by sharing='hard'; -s = up to the end of stage s.
       "hard_share_convs": 0,
+      # Computation dtype of the activations: 'float32' | 'bfloat16' (mixed precision: the
+      # parameters, optimiser state, losses and trace-norm factorisations stay float32).
+      "dtype": "float32",
   })
   config.regulariser = ml_collections.ConfigDict({
       "kind": "laf",  # 'none' | 'laf' | 'tucker' | 'tt'
