@@ -265,7 +265,8 @@ def _require_dir(path: pathlib.Path, what: str):
 
 def decode_faces(paths: Sequence, *, name: str, image_size: int = 96,
                  face_detection: bool = False, margin: float = 1.2, cache_dir=None,
-                 num_workers: int | None = None, progress: bool = False):
+                 num_workers: int | None = None, progress: bool = False,
+                 label: str | None = None):
   """The S x S face crops of ``paths`` (`crop_face`), decoded on every core.
 
   Args:
@@ -275,6 +276,7 @@ def decode_faces(paths: Sequence, *, name: str, image_size: int = 96,
     cache_dir: folder of the dataset cache; None decodes every file and writes nothing.
     num_workers: parallel decoders (default: the CPUs this process may use).
     progress: show a progress bar while decoding.
+    label: what the log line names (default ``name``): 'N images, K decoded, ...'.
 
   Returns:
     ((N, S, S, 3) uint8 crops, memory-mapped from the cache when ``cache_dir`` is set;
@@ -285,9 +287,11 @@ def decode_faces(paths: Sequence, *, name: str, image_size: int = 96,
   if cache_dir is None:
     images, _ = cache.decode_parallel(paths, decode, num_workers=num_workers, progress=progress,
                                       name=name)
+    _log_read(label or name, len(paths), len(paths), cache_dir)
     return images, len(paths)
   out = cache.cached_dataset(name, paths, decode, settings, cache_dir, num_workers=num_workers,
                              progress=progress)
+  _log_read(label or name, len(paths), out.decoded, cache_dir)
   return out.images, out.decoded
 
 
@@ -297,13 +301,13 @@ def _pts_beside(path):
 
 def decode_landmark_faces(paths: Sequence, *, name: str, image_size: int = 96,
                           margin: float = 1.3, cache_dir=None, num_workers: int | None = None,
-                          progress: bool = False):
+                          progress: bool = False, label: str | None = None):
   """The crops of ``paths`` around their landmarks (`crop_with_landmarks`, `.pts` beside each).
 
   Args:
     paths: image files, each with a `.pts` of the same stem (whose size and modification
       time count as the image's in the cache).
-    name, cache_dir, num_workers, progress: as in `decode_faces`.
+    name, cache_dir, num_workers, progress, label: as in `decode_faces`.
     image_size, margin: as in `crop_with_landmarks`.
 
   Returns:
@@ -314,17 +318,19 @@ def decode_landmark_faces(paths: Sequence, *, name: str, image_size: int = 96,
   if cache_dir is None:
     images, points = cache.decode_parallel(paths, decode, num_workers=num_workers,
                                            progress=progress, name=name)
+    _log_read(label or name, len(paths), len(paths), cache_dir)
     return images, np.asarray(points, np.float32), len(paths)
   out = cache.cached_dataset(name, paths, decode, settings, cache_dir,
                              related_files=_pts_beside, num_workers=num_workers,
                              progress=progress)
+  _log_read(label or name, len(paths), out.decoded, cache_dir)
   return out.images, np.asarray(out.targets, np.float32), out.decoded
 
 
-def _log_read(what, root, count, decoded, cache_dir):
+def _log_read(label, count, decoded, cache_dir):
   where = "no cache" if cache_dir is None else f"cache {cache_dir}"
-  logging.info("%s %s: %d images, %d decoded, %d from the cache (%s)", what, root, count,
-               decoded, count - decoded, where)
+  logging.info("%s: %d images, %d decoded, %d from the cache (%s)", label, count, decoded,
+               count - decoded, where)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -416,8 +422,7 @@ def load_image_folder(root, *, class_names: Sequence[str] | None = None,
   images, decoded = decode_faces(listing.paths, name=cache.cache_name("image_folder", root),
                                  image_size=image_size, face_detection=face_detection,
                                  margin=margin, cache_dir=cache_dir, num_workers=num_workers,
-                                 progress=progress)
-  _log_read("image folder", root, len(listing.paths), decoded, cache_dir)
+                                 progress=progress, label=f"image folder {root}")
   return ExpressionData(images, listing.labels, listing.subjects, listing.class_names,
                         listing.paths, decoded)
 
@@ -470,8 +475,7 @@ def load_300w(root, *, image_size: int = 96, margin: float = 1.3,
   listing = list_300w(root, recursive=recursive)
   images, points, decoded = decode_landmark_faces(
       listing.paths, name=cache.cache_name("300w", root), image_size=image_size, margin=margin,
-      cache_dir=cache_dir, num_workers=num_workers, progress=progress)
-  _log_read("300-W", root, len(listing.paths), decoded, cache_dir)
+      cache_dir=cache_dir, num_workers=num_workers, progress=progress, label=f"300-W {root}")
   return LandmarkData(images, points, listing.paths, decoded)
 
 
@@ -526,8 +530,7 @@ def _load_expressions(what, kind, root, listing, *, image_size, face_detection, 
   images, decoded = decode_faces(listing.paths, name=cache.cache_name(kind, root),
                                  image_size=image_size, face_detection=face_detection,
                                  margin=margin, cache_dir=cache_dir, num_workers=num_workers,
-                                 progress=progress)
-  _log_read(what, root, len(listing.paths), decoded, cache_dir)
+                                 progress=progress, label=f"{what} {root}")
   return ExpressionData(images, listing.labels, listing.subjects, listing.class_names,
                         listing.paths, decoded)
 

@@ -148,14 +148,14 @@ def menpo_files(folders: Sequence) -> tuple[list[pathlib.Path], int]:
   return keep, skipped
 
 
-def _load(name, paths, *, image_size, margin, cache_dir, num_workers, progress):
+def _load(name, label, paths, *, image_size, margin, cache_dir, num_workers, progress):
   """(LandmarkData, decoded count) of ``paths``, through the cache when ``cache_dir`` is set."""
   if not paths:
     return readers.LandmarkData(np.zeros((0, image_size, image_size, 3), np.uint8),
                                 np.zeros((0, readers.NUM_LANDMARKS, 2), np.float32), ()), 0
   images, points, decoded = readers.decode_landmark_faces(
       paths, name=name, image_size=image_size, margin=margin, cache_dir=cache_dir,
-      num_workers=num_workers, progress=progress)
+      num_workers=num_workers, progress=progress, label=label)
   return readers.LandmarkData(images, points, tuple(str(p) for p in paths), decoded), decoded
 
 
@@ -204,14 +204,15 @@ def load_300w_protocol(root, *, image_size: int = 96, margin: float = 1.3,
                 num_workers=num_workers, progress=progress)
   # One cache per part, named after the root: several 300-W roots can share a cache folder.
   base = cache.cache_name("300w", root)
-  train, decoded = _load(f"{base}-train", train_paths, **kwargs)
+  train, decoded = _load(f"{base}-train", f"300-W {root} training part", train_paths, **kwargs)
   test = {}
   for subset, subset_parts in TEST_PARTS.items():
     paths = [p for part in subset_parts for p in parts[part]]
     if not paths:
       raise ValueError(f"{root}: the {subset} test subset ({', '.join(subset_parts)}) has no "
                        "annotated images")
-    test[subset], count = _load(f"{base}-{subset}", paths, **kwargs)
+    test[subset], count = _load(f"{base}-{subset}", f"300-W {root} {subset} subset", paths,
+                                **kwargs)
     decoded += count
   test["full"] = _concat([test[s] for s in FULL_PARTS])
   return W300Protocol(train, test, skipped, decoded)
