@@ -200,9 +200,10 @@ def _read_landmarks(task, data, *, image_size, seed, progress):
     protocol = w300.load_300w_protocol(data.path, image_size=image_size, menpo=extra_paths(data),
                                        cache_dir=folder, progress=progress)
     full = protocol.test["full"]
-    num_common = len(protocol.test["common"])
-    subsets = {"common": np.arange(num_common), "challenging": np.arange(num_common, len(full)),
-               "full": np.arange(len(full))}
+    num_common = len(protocol.test["common"].images)
+    num_full = len(full.images)
+    subsets = {"common": np.arange(num_common), "challenging": np.arange(num_common, num_full),
+               "full": np.arange(num_full)}
     return (pipeline.TaskData(protocol.train.images, protocol.train.landmarks),
             SubsetTaskData(full.images, full.landmarks, subsets=subsets))
   extra, _ = w300.menpo_files(extra_paths(data))
