@@ -160,13 +160,13 @@ def _synthetic_data(task: str, num: int, *, image_size: int, num_classes: int, s
                                            seed + kind.synthetic_seed_offset))
 
 
-def _read_expressions(task, data, *, image_size, num_classes, seed, progress):
+def _read_expressions(task, data, *, image_size, num_classes, seed, progress, num_workers):
   """(train, test) of an 'image_folder' source: slices of one cached crop file."""
   from mtl_flax.data import cache  # pylint: disable=g-import-not-at-top
   from mtl_flax.data import readers  # pylint: disable=g-import-not-at-top
   folder = cache_dir(task, data)
   decode = dict(image_size=image_size, face_detection=bool(_get(data, "face_detection", False)),
-                cache_dir=folder, progress=progress)
+                cache_dir=folder, progress=progress, num_workers=num_workers)
   listing = readers.list_image_folder(data.path, num_classes=num_classes)
   if _get(data, "test_path"):
     # The test root is read with the training root's class order, so a class missing from
@@ -190,7 +190,7 @@ def _read_expressions(task, data, *, image_size, num_classes, seed, progress):
           pipeline.TaskData(images[n:], ordered.labels[n:]))
 
 
-def _read_landmarks(task, data, *, image_size, seed, progress):
+def _read_landmarks(task, data, *, image_size, seed, progress, num_workers):
   """(train, test) of a '300w' source: the official protocol or a flat folder."""
   from mtl_flax.data import cache  # pylint: disable=g-import-not-at-top
   from mtl_flax.data import readers  # pylint: disable=g-import-not-at-top
@@ -198,7 +198,8 @@ def _read_landmarks(task, data, *, image_size, seed, progress):
   folder = cache_dir(task, data)
   if official_300w(data, f"data.{task}"):
     protocol = w300.load_300w_protocol(data.path, image_size=image_size, menpo=extra_paths(data),
-                                       cache_dir=folder, progress=progress)
+                                       cache_dir=folder, progress=progress,
+                                       num_workers=num_workers)
     full = protocol.test["full"]
     num_common = len(protocol.test["common"].images)
     num_full = len(full.images)
@@ -208,7 +209,8 @@ def _read_landmarks(task, data, *, image_size, seed, progress):
             SubsetTaskData(full.images, full.landmarks, subsets=subsets))
   extra, _ = w300.menpo_files(extra_paths(data))
   extra = tuple(str(p) for p in extra)
-  decode = dict(image_size=image_size, cache_dir=folder, progress=progress)
+  decode = dict(image_size=image_size, cache_dir=folder, progress=progress,
+                num_workers=num_workers)
   listing = readers.list_300w(data.path)
   name = cache.cache_name("300w", data.path)
   if _get(data, "test_path"):
@@ -229,7 +231,7 @@ def _read_landmarks(task, data, *, image_size, seed, progress):
 
 
 def load_task_data(task: str, data, *, image_size: int, num_classes: int, seed: int,
-                   progress: bool = True):
+                   progress: bool = True, num_workers: int | None = None):
   """(train, test) `TaskData` of one task from its data config (synthetic or a reader).
 
   Readers' images are uint8 crops memory-mapped from the dataset cache (in memory when
@@ -242,6 +244,7 @@ def load_task_data(task: str, data, *, image_size: int, num_classes: int, seed: 
     num_classes: expression labels must lie in [0, num_classes).
     seed: the split's seed.
     progress: show a progress bar while images are decoded.
+    num_workers: parallel decoders (default: every CPU this process may use).
   """
   check_data_config(task, data)
   if data.source == "synthetic":
@@ -250,8 +253,9 @@ def load_task_data(task: str, data, *, image_size: int, num_classes: int, seed: 
     return _split(full, data.test_fraction, seed)
   if data.source == "image_folder":
     return _read_expressions(task, data, image_size=image_size, num_classes=num_classes,
-                             seed=seed, progress=progress)
-  return _read_landmarks(task, data, image_size=image_size, seed=seed, progress=progress)
+                             seed=seed, progress=progress, num_workers=num_workers)
+  return _read_landmarks(task, data, image_size=image_size, seed=seed, progress=progress,
+                         num_workers=num_workers)
 
 
 def load_datasets(tasks, data_for, *, image_size: int, num_classes: int, seed: int):

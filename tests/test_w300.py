@@ -315,11 +315,20 @@ def test_cli_trains_on_an_official_tree_and_reports_the_subsets(tree, tmp_path, 
              f"--config.data.landmarks.path={tree}",
              f"--config.data.landmarks.cache_dir={tmp_path / 'cache'}"]
   monkeypatch.setattr(sys, "argv", command)
+
+  def drop_overrides():
+    # config_flags defines a flag per overridden field at parse time; another in-process run
+    # (tests/test_mtl_train.py's) would define them again.
+    for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+      delattr(flags.FLAGS, name)
+
+  drop_overrides()
   argv = flags.FLAGS(command)
   try:
     cli.main(argv)
   finally:
     flags.FLAGS.unparse_flags()
+    drop_overrides()
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["finished"]
   assert "the official 300-W protocol" in summary["data"]["landmarks"]
