@@ -309,7 +309,9 @@ def cached_dataset(name: str, files: Sequence, decode_fn: Callable, settings: An
   sizes, mtimes = file_entries(files, related_files)
   settings_fp = runfolder.fingerprint(format=_FORMAT, name=name, settings=settings,
                                       decoder=decoder_name(decode_fn))
-  fp = runfolder.fingerprint(settings=settings_fp.digest, files=list(files), sizes=sizes,
+  # The file list as one array: hashed at once, not string by string (a cached start of a
+  # large dataset is mostly this bookkeeping).
+  fp = runfolder.fingerprint(settings=settings_fp.digest, files=np.asarray(files), sizes=sizes,
                              mtimes=mtimes)
   store = runfolder.ResultStore(cache_dir)
   arrays = store.load_arrays(name, fp)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import csv
 import functools
 import logging
+import os
 import pathlib
 import re
 from typing import NamedTuple, Sequence
@@ -251,8 +252,17 @@ def crop_with_landmarks(image: np.ndarray, points: np.ndarray, *, image_size: in
   return crop, augment.normalise_landmarks(moved, image_size)
 
 
-def _images_in(folder: pathlib.Path):
-  return sorted(p for p in folder.iterdir() if image_files.is_image_file(p))
+def _images_in(folder) -> list[str]:
+  """The visible image files of ``folder`` (`subtle_core.images.is_image_file`), sorted by name.
+
+  One `os.scandir` pass: a dataset start lists every file, and per-path `pathlib` checks cost
+  more than the rest of a cached start.
+  """
+  with os.scandir(folder) as entries:
+    names = sorted(e.name for e in entries
+                   if os.path.splitext(e.name)[1].lower() in image_files.IMAGE_SUFFIXES
+                   and not e.name.startswith(".") and e.is_file())
+  return [os.path.join(folder, name) for name in names]
 
 
 def _require_dir(path: pathlib.Path, what: str):
@@ -384,9 +394,8 @@ def list_image_folder(root, *, class_names: Sequence[str] | None = None,
   if not entries:
     raise ValueError(f"{root}: no images found (expected class folders or {csv_name})")
   for path, _, where in entries:
-    if not path.is_file():
-      raise FileNotFoundError(f"image file not found: {path}" +
-                              (f" (listed in {where})" if where != str(path) else ""))
+    if where != str(path) and not path.is_file():  # a labels.csv row (folders list files)
+      raise FileNotFoundError(f"image file not found: {path} (listed in {where})")
   return Listing(tuple(str(e[0]) for e in entries), np.array([e[1] for e in entries], np.int32),
                  np.full(len(entries), -1, np.int32), tuple(class_names))
 

@@ -15,6 +15,12 @@ cropped as `readers.load_300w` crops them (the landmarks' 1.3x square box, S x S
 
 `nme_per_subset` reports the inter-pupil NME of each test subset; 'full' is the mean over the
 faces of both subsets (not the mean of the two subset means).
+
+Training uses this protocol when `data.landmarks.source='300w'` names a root with the official
+layout (`has_official_layout`; `mtl_flax.datasets`), its Menpo folders from
+`data.landmarks.extra_paths`; the evaluation then reports every landmark metric per subset.
+With a `cache_dir`, each part is cached under a name of its own that includes the root's
+(`cache.cache_name`), so several 300-W roots can share one cache folder.
 """
 from __future__ import annotations
 
