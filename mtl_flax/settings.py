@@ -123,6 +123,8 @@ class DataSettings:
   num: int
   test_fraction: float
   face_detection: bool
+  cache_dir: str = ""  # '' = the user's cache folder, 'none' = no cache (see data.cache)
+  extra_paths: str = ""  # comma-separated extra training folders ('300w')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +220,9 @@ def train_settings(config) -> TrainSettings:
       (task, DataSettings(source=config.data[task].source, path=config.data[task].path,
                           test_path=config.data[task].test_path, num=int(config.data[task].num),
                           test_fraction=float(config.data[task].test_fraction),
-                          face_detection=bool(config.data[task].face_detection)))
+                          face_detection=bool(config.data[task].face_detection),
+                          cache_dir=str(config.data[task].get("cache_dir", "")),
+                          extra_paths=str(config.data[task].get("extra_paths", ""))))
       for task in compute.model.tasks)
   return TrainSettings(
       compute=compute, seed=int(config.seed), batch_size=int(config.batch_size),

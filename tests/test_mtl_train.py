@@ -445,8 +445,11 @@ def test_describe_data_names_sources_and_seeds():
   config.data.landmarks.path = "/data/300W"
   described = train.describe_data(config)
   assert described["expression"].startswith("synthetic, seed 3, 26 samples; 25% held out")
-  assert described["landmarks"] == ("300w /data/300W; 25% held out for testing (by subject "
-                                    "where known)")
+  # /data/300W lacks the official layout (it is absent here): read as a flat folder, and said so.
+  assert described["landmarks"] == (
+      "300w /data/300W, read as a flat folder (not the official 300-W layout: every annotated "
+      "image under it, no common / challenging subsets); 25% held out for testing (by subject "
+      "where known)")
 
 
 def _tree_bytes(root):
