@@ -4,11 +4,18 @@ Default (laptop / CPU): a tiny ResNet on the synthetic face datasets, a few minu
 
   python -m experiments.mtl --config configs/mtl.py --workdir runs/mtl
 
-The paper's setting (ResNet-34, SGD lr 0.01 with momentum, batch 256 per task; for a GPU):
+The paper's setting (ResNet-34, SGD lr 0.01 with momentum, batch 256 per task; for a GPU;
+add `--config.model.dtype=bfloat16` for mixed precision):
 
   python -m experiments.mtl --config configs/mtl.py:resnet34 --workdir runs/mtl_r34 \
     --config.data.expression.source=image_folder --config.data.expression.path=/data/LSEMSW \
     --config.data.landmarks.source=300w --config.data.landmarks.path=/data/300W
+
+A 300-W root with the official layout (lfpw/, helen/, afw/, ibug/) trains on lfpw/trainset +
+helen/trainset + afw only and reports the inter-pupil NME of the common, challenging and full
+test subsets (the paper's Table 6); Menpo as extra training data:
+`--config.data.landmarks.extra_paths=/data/menpo/trainset`. A root without those folders is read
+as a flat folder, `test_fraction` of it held out at random.
 
 A tiny smoke run (tests, seconds):
 
@@ -41,6 +48,14 @@ def _data_config(source, num, test_fraction):
       "num": num,  # synthetic samples
       "test_fraction": test_fraction,  # held out for evaluation (by subject where known)
       "face_detection": False,  # Haar face crop for image_folder datasets
+      # Where a reader's decoded crops are cached (first start decodes on every core, later
+      # starts memory-map them; added or changed files are decoded again): '' = the user's
+      # cache folder ($XDG_CACHE_HOME/subtle/datasets, else ~/.cache/subtle/datasets), never
+      # inside the dataset root; a folder; or 'none' (decode at every start, write nothing).
+      "cache_dir": "",
+      # '300w' only: extra training folders, comma-separated (e.g. Menpo's 68-point faces;
+      # 39-point profile faces are skipped).
+      "extra_paths": "",
   })
 
 
@@ -61,6 +76,9 @@ def get_config(arg=None):
       "sharing": "trace_norm",  # 'none' | 'trace_norm' | 'hard' | 'cross_stitch'
       # k block convolutions shared by sharing='hard'; -s = up to the end of stage s.
       "hard_share_convs": 0,
+      # Computation dtype of the activations: 'float32' | 'bfloat16' (mixed precision: the
+      # parameters, optimiser state, losses and trace-norm factorisations stay float32).
+      "dtype": "float32",
   })
   config.regulariser = ml_collections.ConfigDict({
       "kind": "laf",  # 'none' | 'laf' | 'tucker' | 'tt'

@@ -35,6 +35,10 @@ def get_config(arg=None):
       "num_subjects": 20,  # synthetic
       "peak_frames": 3,  # last frames per sequence (CK+, Oulu-CASIA)
       "face_detection": True,  # Haar crop for CK+ / Oulu-CASIA
+      # Cache of the decoded crops (CK+, Oulu-CASIA): '' = the user's cache folder
+      # ($XDG_CACHE_HOME/subtle/datasets, else ~/.cache/subtle/datasets), never inside the
+      # dataset root; a folder; or 'none' (decode at every start, write nothing).
+      "cache_dir": "",
   })
   config.num_folds = 5
   config.steps = 300  # per fold

@@ -37,6 +37,11 @@ def main(argv):
   data = "; ".join(f"{task}: {source}" for task, source in summary["data"].items())
   print(f"step {summary['step']}: {summary['eval']} (evaluated: {summary['evaluated']}; "
         f"data: {data})")
+  subsets = [s for s in ("common", "challenging", "full")
+             if f"landmark_nme_inter_pupil_{s}" in (summary["eval"] or {})]
+  if subsets:  # an official 300-W root: the paper's Table 6
+    print("300-W inter-pupil NME per test subset: " + ", ".join(
+        f"{s} {summary['eval'][f'landmark_nme_inter_pupil_{s}']:.4f}" for s in subsets))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Evaluation of the stacked networks and the paper's Fig. 3 plots.
 
 * `evaluate`: expression accuracy and landmark NME (inter-pupil and inter-ocular) on the test
-  sets, each task's test set in its own slot of the stacked network, plus penultimate features.
+  sets, each task's test set in its own slot of the stacked network, plus penultimate features;
+  a test set with named subsets (`datasets.SubsetTaskData`, e.g. the 300-W protocol's common /
+  challenging / full) adds every metric per subset (`subset_metrics`: `landmark_nme_common`,
+  `landmark_nme_inter_pupil_challenging`, ...).
 * `plot_decrease_rates` (Fig. 3a-b): the per-layer trace-norm decrease rate (optimised /
   initial) of one or more regularisers.
 * `plot_embeddings` (Fig. 3c): a 2-D embedding (PCA or t-SNE) of both datasets' features, one
@@ -78,11 +81,46 @@ def evaluate(eval_step, state, test: dict, tasks, *, batch_size: int, mesh: Mesh
   out = {}
   for task in tasks_lib.NAMES:  # registry order: the metrics' order in summaries
     if task in tasks:
-      out.update(tasks_lib.get(task).evaluate(np.concatenate(predictions[task]),
-                                              test[task].targets, nme_normalisation))
+      predicted = np.concatenate(predictions[task])
+      out.update(tasks_lib.get(task).evaluate(predicted, test[task].targets, nme_normalisation))
+      subsets = getattr(test[task], "subsets", None)
+      if subsets:
+        out.update(subset_metrics(task, predicted, test[task].targets, subsets,
+                                  nme_normalisation))
   features = {t: np.concatenate(f)[:max_features] if f else np.zeros((0, 0), np.float32)
               for t, f in feats.items()}
   return out, features
+
+
+def subset_metrics(task: str, predictions, targets, subsets: dict,
+                   nme_normalisation: str = "inter_pupil") -> dict:
+  """A task's evaluation metrics on each named subset of its test set.
+
+  Args:
+    task: the task name (its registry entry computes the metrics).
+    predictions: (N, ...) predictions of the whole test set, in its order.
+    targets: (N, ...) its targets.
+    subsets: subset name -> indices into the test set.
+    nme_normalisation: as in `evaluate`.
+
+  Returns:
+    `{metric}_{subset}` -> value, e.g. 'landmark_nme_inter_pupil_common' (the metric of the
+    subset's faces, a mean over them: 'full' is not the mean of the other subsets' means).
+
+  Raises:
+    ValueError: a subset is empty or indexes outside the test set (named).
+  """
+  kind = tasks_lib.get(task)
+  predictions, targets = np.asarray(predictions), np.asarray(targets)
+  out = {}
+  for name, indices in subsets.items():
+    indices = np.asarray(indices, np.int64)
+    if not len(indices) or indices.min() < 0 or indices.max() >= len(targets):
+      raise ValueError(f"{task} test subset {name!r}: {len(indices)} indices, expected a "
+                       f"non-empty selection of the {len(targets)} test samples")
+    metrics = kind.evaluate(predictions[indices], targets[indices], nme_normalisation)
+    out.update({f"{key}_{name}": value for key, value in metrics.items()})
+  return out
 
 
 # --------------------------------------------------------------------------- plots

@@ -94,6 +94,8 @@ def check_data_config(data_config) -> None:
   if not pathlib.Path(data_config.path).exists():
     raise ValueError(f"data.path: {data_config.path} does not exist (expected the root of a "
                      f"{source!r} dataset)")
+  from mtl_flax.data import cache  # pylint: disable=g-import-not-at-top
+  cache.cache_dir_setting(data_config.get("cache_dir", ""), field="data.cache_dir")
 
 
 def describe_data(config) -> str:
@@ -107,7 +109,9 @@ def describe_data(config) -> str:
 def load_finetune_data(data_config, *, image_size: int, seed: int):
   """(images, labels 0..C-1, subjects, class names) of the fine-tuning dataset.
 
-  Labels are re-indexed to the classes present (e.g. CK+ codes 1-7 -> 0-6).
+  Labels are re-indexed to the classes present (e.g. CK+ codes 1-7 -> 0-6). CK+ and
+  Oulu-CASIA are read through the dataset cache of `data.cache_dir` ('' = the user's cache
+  folder, 'none' = none): their images are then memory-mapped uint8 crops.
   """
   from mtl_flax.data import readers  # pylint: disable=g-import-not-at-top
   check_data_config(data_config)
@@ -118,14 +122,13 @@ def load_finetune_data(data_config, *, image_size: int, seed: int):
         data_config.num_subjects, image_size=image_size, seed=seed)
     names = readers.CKPLUS_CLASSES
   else:
-    if source == "ckplus":
-      out = readers.load_ckplus(data_config.path, peak_frames=data_config.peak_frames,
-                                image_size=image_size,
-                                face_detection=data_config.face_detection)
-    else:
-      out = readers.load_oulu_casia(data_config.path, peak_frames=data_config.peak_frames,
-                                    image_size=image_size,
-                                    face_detection=data_config.face_detection)
+    from mtl_flax.data import cache  # pylint: disable=g-import-not-at-top
+    load = readers.load_ckplus if source == "ckplus" else readers.load_oulu_casia
+    # Decoded on every core; with a cache, later runs memory-map the crops.
+    out = load(data_config.path, peak_frames=data_config.peak_frames, image_size=image_size,
+               face_detection=data_config.face_detection, progress=True,
+               cache_dir=cache.cache_dir_setting(data_config.get("cache_dir", ""),
+                                                 field="data.cache_dir"))
     images, codes, subjects, names = out.images, out.labels, out.subjects, out.class_names
   present, labels = np.unique(np.asarray(codes), return_inverse=True)
   class_names = tuple(names[c] if 0 <= c < len(names) else str(c) for c in present)

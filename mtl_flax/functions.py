@@ -6,6 +6,7 @@ import logging
 from typing import Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
@@ -35,7 +36,7 @@ def build_model(compute: settings_lib.ComputeSettings) -> multitask.MultiTaskNet
   return multitask.build_multitask(
       backbone=model.backbone, num_classes=model.num_classes, num_landmarks=model.num_landmarks,
       sharing=model.sharing, hard_share_convs=model.hard_share_convs, tasks=tasks,
-      adversarial=model.adversarial)
+      adversarial=model.adversarial, dtype=jnp.dtype(model.dtype))
 
 
 def make_trace_norms_fn(model, kind: str, gammas=None):
@@ -62,7 +63,11 @@ def trace_norms(model, norms_fn, params) -> dict:
 
 
 class Compiled(NamedTuple):
-  """A run's model, optimiser, mesh and jitted functions."""
+  """A run's model, optimiser, mesh and jitted functions.
+
+  `train_step(state, host_batch, step_rng)` takes the uint8 host batch (placed with
+  `batch_sharding`, e.g. by `device_pipeline.prefetch_to_device`) and augments it on the device.
+  """
   model: multitask.MultiTaskNet
   tx: optax.GradientTransformation
   mesh: Mesh
@@ -70,6 +75,7 @@ class Compiled(NamedTuple):
   train_step: Callable
   eval_step: Callable
   norms_fn: Callable | None
+  batch_sharding: dict  # batch key -> its sharding on `mesh`
 
 
 @functools.lru_cache(maxsize=8)
@@ -82,13 +88,13 @@ def _compiled(compute: settings_lib.ComputeSettings, devices: tuple) -> Compiled
   init_fn = jax.jit(functools.partial(step_lib.init_state, model, tx, image_shape=image_shape),
                     out_shardings=replicated)
   keys = ["images"] + [tasks_lib.get(t).batch_key for t in model.tasks]
+  batch_sharding = sharding_lib.batch_shardings(mesh, keys)
   step_fn = jax.jit(step_lib.train_step_for(model, tx, compute), donate_argnums=(0,),
-                    in_shardings=(replicated, sharding_lib.batch_shardings(mesh, keys),
-                                  replicated),
+                    in_shardings=(replicated, batch_sharding, replicated),
                     out_shardings=(replicated, replicated))
   eval_fn = jax.jit(evaluate_lib.make_eval_step(model))
   norms_fn = make_trace_norms_fn(model, compute.regulariser.kind, compute.regulariser.gammas)
-  return Compiled(model, tx, mesh, init_fn, step_fn, eval_fn, norms_fn)
+  return Compiled(model, tx, mesh, init_fn, step_fn, eval_fn, norms_fn, batch_sharding)
 
 
 def compiled(compute: settings_lib.ComputeSettings, devices=None) -> Compiled:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 
 from mtl_flax import tasks as tasks_lib
+from mtl_flax.data import augment as augment_lib
 from mtl_flax.models import multitask
 from mtl_flax.models import resnet
 
 REGULARISERS = ("none", "laf", "tucker", "tt")
 ADA_MODES = ("grl", "alternating")
 OPTIMIZERS = ("sgd", "adam")
+DTYPES = ("float32", "bfloat16")  # computation dtypes of the trunk (`config.model.dtype`)
 
 
 def resolve_hard_share_convs(backbone: str, value: int) -> int:
@@ -40,6 +42,9 @@ class ModelSettings:
   hard_share_convs: int  # resolved: a block-convolution count >= 0
   tasks: tuple[str, ...]
   adversarial: bool
+  # The activations' dtype; parameters, optimiser state, losses and trace norms stay float32,
+  # so a checkpoint does not depend on it (it is not part of `architecture`).
+  dtype: str = "float32"
 
   def architecture(self) -> dict:
     """The metadata saved with every checkpoint (a checkpoint of another one is refused)."""
@@ -76,6 +81,25 @@ class OptimizerSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class AugmentSettings:
+  """The training augmentation (`config.augment`), run on the device inside the train step
+  (`mtl_flax.data.device_augment`); disabled: the images only get the input scaling."""
+  enabled: bool = False
+  expression_flip: float = 0.5
+  landmark_flip: float = 0.5
+  max_rotation_deg: float = 15.0
+  scale_range: tuple[float, float] = (0.9, 1.1)
+  max_shift: float = 0.05
+  noise_std: float = 3.0
+
+  def landmark_augment(self) -> augment_lib.LandmarkAugment:
+    """The landmark task's ranges as `augment.LandmarkAugment`."""
+    return augment_lib.LandmarkAugment(
+        flip_probability=self.landmark_flip, max_rotation_deg=self.max_rotation_deg,
+        scale_range=tuple(self.scale_range), max_shift=self.max_shift, noise_std=self.noise_std)
+
+
+@dataclasses.dataclass(frozen=True)
 class ComputeSettings:
   """Everything the compiled functions of a run depend on (the cache key of `functions`)."""
   model: ModelSettings
@@ -86,6 +110,8 @@ class ComputeSettings:
   image_size: int
   num_steps: int
   prng_impl: str
+  # In the compiled step since the augmentation runs on the device.
+  augment: AugmentSettings = AugmentSettings()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,17 +123,8 @@ class DataSettings:
   num: int
   test_fraction: float
   face_detection: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class AugmentSettings:
-  enabled: bool
-  expression_flip: float
-  landmark_flip: float
-  max_rotation_deg: float
-  scale_range: tuple[float, float]
-  max_shift: float
-  noise_std: float
+  cache_dir: str = ""  # '' = the user's cache folder, 'none' = no cache (see data.cache)
+  extra_paths: str = ""  # comma-separated extra training folders ('300w')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +138,6 @@ class TrainSettings:
   eval_every: int
   checkpoint_every: int
   keep_checkpoints: int
-  augment: AugmentSettings
   data: tuple[tuple[str, DataSettings], ...]  # (task, settings) in task order
   embedding_method: str
   embedding_max_points: int
@@ -130,6 +146,10 @@ class TrainSettings:
   @property
   def tasks(self) -> tuple[str, ...]:
     return self.compute.model.tasks
+
+  @property
+  def augment(self) -> AugmentSettings:
+    return self.compute.augment
 
   def data_for(self, task: str) -> DataSettings:
     return dict(self.data)[task]
@@ -147,11 +167,14 @@ def model_settings(config) -> ModelSettings:
     tasks_lib.get(task)
   backbone = config.model.backbone
   _check_choice("model.backbone", backbone, multitask.BACKBONES)
+  # A run saved before the option existed computed in float32.
+  dtype = config.model.get("dtype", "float32")
+  _check_choice("model.dtype", dtype, DTYPES)
   return ModelSettings(
       backbone=backbone, num_classes=int(config.model.num_classes),
       num_landmarks=int(config.model.num_landmarks), sharing=config.model.sharing,
       hard_share_convs=resolve_hard_share_convs(backbone, int(config.model.hard_share_convs)),
-      tasks=tasks, adversarial=bool(config.ada.enabled))
+      tasks=tasks, adversarial=bool(config.ada.enabled), dtype=dtype)
 
 
 def compute_settings(config) -> ComputeSettings:
@@ -177,28 +200,33 @@ def compute_settings(config) -> ComputeSettings:
       losses=tasks_lib.LossOptions(landmark_loss=config.landmark_loss,
                                    nme_normalisation=config.nme_normalisation),
       image_size=int(config.image_size), num_steps=int(config.num_steps),
-      prng_impl=config.get("prng_impl", "threefry2x32"))
+      prng_impl=config.get("prng_impl", "threefry2x32"), augment=augment_settings(config))
+
+
+def augment_settings(config) -> AugmentSettings:
+  """`AugmentSettings` of `config.augment`."""
+  aug = config.augment
+  return AugmentSettings(
+      enabled=bool(aug.enabled), expression_flip=float(aug.expression_flip),
+      landmark_flip=float(aug.landmark_flip), max_rotation_deg=float(aug.max_rotation_deg),
+      scale_range=tuple(float(x) for x in aug.scale_range), max_shift=float(aug.max_shift),
+      noise_std=float(aug.noise_std))
 
 
 def train_settings(config) -> TrainSettings:
   """Reads a config from configs/mtl.py into `TrainSettings` (the one place that reads it)."""
   compute = compute_settings(config)
-  aug = config.augment
   data = tuple(
       (task, DataSettings(source=config.data[task].source, path=config.data[task].path,
                           test_path=config.data[task].test_path, num=int(config.data[task].num),
                           test_fraction=float(config.data[task].test_fraction),
-                          face_detection=bool(config.data[task].face_detection)))
+                          face_detection=bool(config.data[task].face_detection),
+                          cache_dir=str(config.data[task].get("cache_dir", "")),
+                          extra_paths=str(config.data[task].get("extra_paths", ""))))
       for task in compute.model.tasks)
   return TrainSettings(
       compute=compute, seed=int(config.seed), batch_size=int(config.batch_size),
       eval_batch_size=int(config.eval_batch_size), log_every=int(config.log_every),
       eval_every=int(config.eval_every), checkpoint_every=int(config.checkpoint_every),
-      keep_checkpoints=int(config.keep_checkpoints),
-      augment=AugmentSettings(
-          enabled=bool(aug.enabled), expression_flip=float(aug.expression_flip),
-          landmark_flip=float(aug.landmark_flip), max_rotation_deg=float(aug.max_rotation_deg),
-          scale_range=tuple(float(x) for x in aug.scale_range), max_shift=float(aug.max_shift),
-          noise_std=float(aug.noise_std)),
-      data=data, embedding_method=config.embedding.method,
+      keep_checkpoints=int(config.keep_checkpoints), data=data, embedding_method=config.embedding.method,
       embedding_max_points=int(config.embedding.max_points), plots=bool(config.plots))

@@ -1,5 +1,18 @@
 """The train state and the train step of the stacked networks.
 
+The step takes the host's uint8 batch (`mtl_flax.data.device_pipeline.HostBatches`) and first
+augments it on the device (`mtl_flax.data.device_augment.augment_batch`: flips, the landmark
+task's affine transform and noise, with per-sample keys from the data key, the step number and
+the sample index, so a resumed run draws what an uninterrupted one does), then trains on it.
+
+Keys: the step's `rng` is split once into a model key (folded with the step number: the
+randomized factorisations' keys) and the data augmentation's base key.
+
+Mixed precision: the trunk computes in the model's dtype (`config.model.dtype`); the heads'
+outputs are cast to float32 before the losses, and the parameters, their gradients, the
+optimiser state and the trace-norm penalty (`trace_norm` factorises float32 kernels) stay
+float32.
+
 The loss of one step is
 
   sum over tasks of the task's loss (`mtl_flax.tasks`: CE of the expression logits; L1 or L2 of
@@ -15,10 +28,10 @@ import jax.numpy as jnp
 import optax
 
 from mtl_flax import adversarial
-from mtl_flax import evaluate as evaluate_lib
 from mtl_flax import settings as settings_lib
 from mtl_flax import tasks as tasks_lib
 from mtl_flax import trace_norm
+from mtl_flax.data import device_augment
 from mtl_flax.models import multitask
 
 landmark_loss = tasks_lib.landmark_loss
@@ -36,8 +49,12 @@ def make_train_step(model: multitask.MultiTaskNet, tx: optax.GradientTransformat
                     num_steps: int, regulariser: str = "none", strength: float = 0.0,
                     gammas=None, svd_method: str = "exact", ada: bool = False,
                     ada_mode: str = "grl", ada_weight: float = 1.0,
-                    landmark_loss_kind: str = "l1", nme_normalisation: str = "inter_pupil"):
+                    landmark_loss_kind: str = "l1", nme_normalisation: str = "inter_pupil",
+                    augment: settings_lib.AugmentSettings | None = None):
   """Builds `train_step(state, batch, rng) -> (state, metrics)` (to be jitted by the caller).
+
+  `batch` is a host batch: images (T, B, S, S, 3) uint8 and the raw targets (see
+  `device_pipeline`); the step augments it (when `augment.enabled`) and scales the images.
 
   Args:
     model: the stacked network.
@@ -56,9 +73,12 @@ def make_train_step(model: multitask.MultiTaskNet, tx: optax.GradientTransformat
     ada_weight: scale of the schedule lambda_p.
     landmark_loss_kind: 'l1' or 'l2'.
     nme_normalisation: 'inter_pupil' or 'inter_ocular' for the logged training NME.
+    augment: the device augmentation's settings; None or disabled: none (the images are only
+      scaled to the network's input range).
 
   Returns:
-    The step function. `rng` is the run's root key; the step folds in its step number.
+    The step function. `rng` is the run's step key (the same at every step); the step splits it
+    into a model key, folded with the step number, and the augmentation's base key.
   """
   if regulariser not in settings_lib.REGULARISERS:
     raise ValueError(f"regulariser: expected none/laf/tucker/tt, got {regulariser!r}")
@@ -69,11 +89,14 @@ def make_train_step(model: multitask.MultiTaskNet, tx: optax.GradientTransformat
     raise ValueError("ADA needs exactly two tasks")
   options = tasks_lib.LossOptions(landmark_loss=landmark_loss_kind,
                                   nme_normalisation=nme_normalisation)
+  augment = augment or settings_lib.AugmentSettings(enabled=False)
+  augment_kwargs = dict(tasks=model.tasks, enabled=augment.enabled,
+                        landmark_augment=augment.landmark_augment(),
+                        expression_flip=augment.expression_flip)
 
   def loss_fn(params, batch_stats, batch, step, rng):
-    images = evaluate_lib.preprocess(batch["images"])
     features, outputs, new_stats = model.apply(
-        {"params": params, "batch_stats": batch_stats}, images, train=True)
+        {"params": params, "batch_stats": batch_stats}, batch["images"], train=True)
     terms = {}
     loss = jnp.zeros((), jnp.float32)
     for t, kind in enumerate(kinds):
@@ -109,7 +132,9 @@ def make_train_step(model: multitask.MultiTaskNet, tx: optax.GradientTransformat
 
   def train_step(state, batch, rng):
     step = state["step"]
-    step_rng = jax.random.fold_in(rng, step)
+    model_rng, data_rng = jax.random.split(rng)
+    batch = device_augment.augment_batch(batch, data_rng, step, **augment_kwargs)
+    step_rng = jax.random.fold_in(model_rng, step)
     grads, (terms, new_stats) = jax.grad(loss_fn, has_aux=True)(
         state["params"], state["batch_stats"], batch, step, step_rng)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])

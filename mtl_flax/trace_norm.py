@@ -423,9 +423,16 @@ def trace_norm_per_layer(kernels: Mapping[str, jax.Array], kind: str,
       ``nuclear_norm``.
 
   Returns:
-    ``{name: scalar norm}``.
+    ``{name: scalar norm}`` (float32, whatever the kernels' dtype).
   """
-  return {name: tensor_trace_norm(t, kind, gammas, **svd_kwargs) for name, t in kernels.items()}
+  return {name: tensor_trace_norm(_float32(t), kind, gammas, **svd_kwargs)
+          for name, t in kernels.items()}
+
+
+def _float32(t):
+  # The factorisations run in float32 even where a network computes in bfloat16 (an 8-bit
+  # mantissa would lose the small singular values that the norm sums).
+  return jnp.asarray(t).astype(jnp.promote_types(jnp.asarray(t).dtype, jnp.float32))
 
 
 def trace_norm_penalty(kernels: Mapping[str, jax.Array], *, kind: str, strength,
@@ -451,9 +458,10 @@ def trace_norm_penalty(kernels: Mapping[str, jax.Array], *, kind: str, strength,
     batch_layers: factorise same-shape layers as one batch; default: on accelerators only.
 
   Returns:
-    Scalar penalty.
+    Scalar penalty (float32; the kernels are factorised in at least float32).
   """
   _check_kind(kind)
+  kernels = {name: _float32(t) for name, t in kernels.items()}
   if not kernels:
     return jnp.zeros((), jnp.float32) * strength
   groups: dict[tuple[int, ...], list[jax.Array]] = {}

@@ -3,10 +3,14 @@
 `train_and_evaluate` (callable from a notebook; `experiments/mtl.py` only parses flags) reads the
 config once into `settings.TrainSettings`, then builds the stacked model and its jitted functions
 (`functions`, cached on the settings), loads the two datasets (`datasets`), resumes from the
-newest intact checkpoint in `workdir/checkpoints` (`checkpoint`), trains (`loop`: the step of
-`step`, the optimiser of `optim`, the shardings of `sharding`, the writer of `metric_writer`),
-evaluates periodically and, at the end, writes the decrease-rate and embedding plots and
-`summary.json`.
+newest intact checkpoint in `workdir/checkpoints` (`checkpoint`), trains (`loop`: uint8 host
+batches prefetched to the devices, augmented inside the step of `step`; the optimiser of
+`optim`, the shardings of `sharding`, the writer of `metric_writer`), evaluates periodically
+and, at the end, writes the decrease-rate and embedding plots and `summary.json`.
+
+Mixed precision: `config.model.dtype='bfloat16'` runs the activations in bfloat16; parameters,
+optimiser state, losses and trace-norm factorisations stay float32, so checkpoints are the same
+either way. The dtype is part of the run's fingerprint (`config.json`) and its summary.
 
 Data parallelism: a `jax.sharding.Mesh` over every device with one 'data' axis; the batch
 is sharded along its batch axis, the train state replicated, and `jax.jit` inserts the
@@ -155,9 +159,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   end = num_steps if stop_at_step is None else min(stop_at_step, num_steps)
   try:
     result = loop.run(settings, compiled, state, start=start, end=end,
-                      step_rng=sharding.replicate(step_rng, mesh),
-                      batch_fn=loop.batch_function(settings, train_data), test_data=test_data,
-                      writer=writer, checkpointer=ckpt)
+                      step_rng=sharding.replicate(step_rng, mesh), train_data=train_data,
+                      test_data=test_data, writer=writer, checkpointer=ckpt)
   finally:
     ckpt.close()
     writer.close()
@@ -165,6 +168,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
 
   summary = {"step": int(step), "finished": step >= num_steps, "eval": last_eval,
              "workdir": str(workdir), "data": data_source,
+             # Activations in this dtype; parameters, optimiser state and losses in float32.
+             "dtype": compute.model.dtype,
+             "augmentation": ("on the device, in the train step" if compute.augment.enabled
+                              else "none"),
              # No checkpoint is selected: the metrics are those of the last state trained.
              "evaluated": (f"the final state (step {num_steps}), on the test sets"
                            if step >= num_steps else

@@ -402,7 +402,8 @@ def test_separate_test_root_uses_the_training_class_order(tmp_path):
       _png(tmp_path / root / name / "000000.png", value=10 * value)
   data_config = ml_collections.ConfigDict({
       "source": "image_folder", "path": str(tmp_path / "train"),
-      "test_path": str(tmp_path / "test"), "face_detection": False})
+      "test_path": str(tmp_path / "test"), "face_detection": False,
+      "cache_dir": str(tmp_path / "cache")})
   train_set, test_set = train.load_task_data("expression", data_config, image_size=16,
                                              num_classes=13, seed=0)
   np.testing.assert_array_equal(train_set.targets, [0, 1, 2])
@@ -426,3 +427,86 @@ def test_synthetic_landmark_split_is_by_subject():
                                                    return_subjects=True)
   assert sorted(train_set.subjects.tolist() + test_set.subjects.tolist()) == sorted(
       subjects.tolist())
+
+
+def _noise_png(path, seed):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  image = np.random.default_rng(seed).integers(0, 256, (30, 40, 3)).astype(np.uint8)
+  cv2.imwrite(str(path), cv2.GaussianBlur(image, (3, 3), 1))
+
+
+def _tree_state(root):
+  return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*"))}
+
+
+def test_image_folder_source_reads_through_the_cache(tmp_path, caplog, monkeypatch):
+  import logging
+  import os
+
+  import ml_collections
+  from mtl_flax import datasets
+  root = tmp_path / "lsemsw"
+  for i in range(8):
+    _noise_png(root / ("happy", "sad")[i % 2] / f"{i:02d}.png", seed=i)
+  config = ml_collections.ConfigDict({
+      "source": "image_folder", "path": str(root), "test_path": "", "face_detection": False,
+      "test_fraction": 0.25, "cache_dir": str(tmp_path / "cache")})
+
+  def load(**fields):
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+      out = datasets.load_task_data("expression", ml_collections.ConfigDict(
+          {**config.to_dict(), **fields}), image_size=16, num_classes=13, seed=3,
+                                    progress=False)
+    decoded = [r.getMessage() for r in caplog.records if " images, " in r.getMessage()]
+    return out, decoded
+
+  def cold_reference():
+    # Today's reader, one image at a time and no cache, then the split of the same seed.
+    full = readers.load_image_folder(root, num_classes=13, image_size=16, num_workers=1)
+    train_idx, test_idx = pipeline.split_random(len(full.labels), 0.25, seed=3)
+    return [(full.images[i], full.labels[i]) for i in (train_idx, test_idx)]
+
+  def check(got):
+    for data, (images, labels) in zip(got, cold_reference()):
+      np.testing.assert_array_equal(data.images, images)
+      np.testing.assert_array_equal(data.targets, labels)
+
+  (train_set, test_set), decoded = load()
+  assert len(train_set) == 6 and len(test_set) == 2 and decoded[0].endswith(
+      f"8 images, 8 decoded, 0 from the cache (cache {tmp_path / 'cache'})")
+  check((train_set, test_set))
+  # Second start: no image decoded; both sets memory-mapped from one crop file.
+  (train_set, test_set), decoded = load()
+  assert "8 images, 0 decoded" in decoded[0]
+  assert isinstance(train_set.images, np.memmap) and isinstance(test_set.images, np.memmap)
+  assert train_set.images.filename == test_set.images.filename
+  check((train_set, test_set))
+  # A touched file (same bytes, new time) and an added file are decoded, nothing else.
+  st = os.stat(root / "sad" / "03.png")
+  os.utime(root / "sad" / "03.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+  assert "8 images, 1 decoded" in load()[1][0]
+  _noise_png(root / "happy" / "08.png", seed=8)
+  (train_set, test_set), decoded = load()
+  assert "9 images, 1 decoded" in decoded[0]
+  check((train_set, test_set))
+  # New content under an old name.
+  _noise_png(root / "happy" / "00.png", seed=99)
+  got, decoded = load()
+  assert "9 images, 1 decoded" in decoded[0]
+  check(got)
+  # Nothing was written into the dataset root.
+  written = {f"{('happy', 'sad')[i % 2]}/{i:02d}.png" for i in range(9)} | {"happy", "sad"}
+  assert set(_tree_state(root)) == written
+  # The default cache folder is the user's ($XDG_CACHE_HOME/subtle/datasets); 'none' writes
+  # nothing and hands over in-memory arrays.
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  load(cache_dir="")
+  assert list((tmp_path / "xdg" / "subtle" / "datasets").glob("image_folder-lsemsw-*.npy"))
+  (train_set, _), decoded = load(cache_dir="none")
+  assert not isinstance(train_set.images, np.memmap) and decoded[0].endswith("(no cache)")
+  check(load(cache_dir="none")[0])
+  assert set(_tree_state(root)) == written
+  (tmp_path / "file").write_text("")
+  with pytest.raises(ValueError, match=r"data\.expression\.cache_dir: .*file is a file"):
+    load(cache_dir=str(tmp_path / "file"))

@@ -83,9 +83,14 @@ def test_finetune_from_mtl_checkpoint_with_subject_folds(tmp_path, monkeypatch):
   config.checkpoint_workdir = str(mtl_dir)
   config.data.path = str(tmp_path / "ck")
   config.data.face_detection = False
+  config.data.cache_dir = str(tmp_path / "cache")
   config.num_folds = 2
   out = tmp_path / "ft"
   summary = finetune.finetune(config, out)
+  # The frames were decoded into the cache, which later runs memory-map.
+  assert len(list((tmp_path / "cache").glob("ckplus-ck-*.npy"))) == 1
+  images, *_ = finetune.load_finetune_data(config.data, image_size=SIZE, seed=0)
+  assert isinstance(images.base, np.memmap) or isinstance(images, np.memmap)
   assert summary["num_folds"] == 2 and len(summary["fold_accuracies"]) == 2
   assert summary["class_names"] == ["anger", "happy", "surprise"]  # codes 1, 5, 7 re-indexed
   assert summary["num_samples"] == 5 * 3 * 3 and summary["num_subjects"] == 5

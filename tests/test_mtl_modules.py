@@ -2,6 +2,7 @@
 import json
 import logging
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -65,6 +66,12 @@ def test_settings_are_read_once_and_key_the_compile_cache():
   stronger.regulariser.strength = 0.5
   assert functions.compiled(settings_lib.compute_settings(stronger)) is not functions.compiled(
       settings.compute)
+  # The augmentation runs inside the step and the dtype changes its activations: both key it.
+  for field, value in (("augment.noise_std", 0.0), ("model.dtype", "bfloat16")):
+    other = config.copy_and_resolve_references()
+    parent, _, name = field.rpartition(".")
+    other[parent][name] = value
+    assert settings_lib.compute_settings(other) != settings.compute, field
   # 'hardstage2' is resolved once, here: the tiny trunk has one two-conv block per stage.
   assert settings_lib.compute_settings(
       mtl_configs.get_config("runlocal,hardstage2")).model.hard_share_convs == 4
@@ -76,6 +83,8 @@ def test_settings_are_read_once_and_key_the_compile_cache():
     ("ada.mode", "reverse", "ada.mode: expected one of 'grl', 'alternating', got 'reverse'"),
     ("model.backbone", "resnet50", "model.backbone: expected one of"),
     ("tasks", ("expression", "pose"), "unknown task 'pose'"),
+    ("model.dtype", "float16", "model.dtype: expected one of 'float32', 'bfloat16', got "
+                               "'float16'"),
 ])
 def test_settings_name_the_bad_field(field, value, message):
   config = mtl_configs.get_config("runlocal")
@@ -83,6 +92,21 @@ def test_settings_name_the_bad_field(field, value, message):
   (config[parent] if parent else config)[name] = value
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
     settings_lib.train_settings(config)
+
+
+def test_trace_norms_of_bfloat16_kernels_are_computed_in_float32():
+  rng = np.random.default_rng(0)
+  kernels = {"conv01": rng.normal(size=(3, 3, 4, 5, 2)).astype(np.float32)}
+  low = {k: jnp.asarray(v, jnp.bfloat16) for k, v in kernels.items()}
+  rounded = {k: np.asarray(v, np.float32) for k, v in low.items()}  # the bf16 values, exactly
+  penalty = trace_norm.trace_norm_penalty(low, kind="tucker", strength=1.0)
+  assert penalty.dtype == jnp.float32
+  want = trace_norm.trace_norm_penalty(rounded, kind="tucker", strength=1.0)
+  assert float(penalty) == pytest.approx(float(want), rel=1e-6)
+  norms = trace_norm.trace_norm_per_layer(low, "laf")
+  assert norms["conv01"].dtype == jnp.float32
+  assert float(norms["conv01"]) == pytest.approx(
+      np.linalg.svd(rounded["conv01"].reshape(-1, 2), compute_uv=False).sum(), rel=1e-5)
 
 
 def test_svd_config_is_named_not_positional():
@@ -101,6 +125,7 @@ def test_run_fingerprint_warns_on_resume_and_refuses_on_request(tmp_path, caplog
   assert json.loads((tmp_path / "config.json").read_text())["regulariser"]["kind"] == "laf"
   saved = json.loads((tmp_path / "fingerprint.json").read_text())["fingerprint"]
   assert saved["fields"]["regulariser.strength"] == 0.01
+  assert saved["fields"]["model.dtype"] == "float32"  # mixed precision is part of a run
   assert "log_every" not in saved["fields"]
   quiet = config.copy_and_resolve_references()
   quiet.log_every = 3

@@ -14,11 +14,16 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from configs import mtl as mtl_configs
 from mtl_flax import checkpoint as checkpoint_lib
+from mtl_flax import functions
+from mtl_flax import settings as settings_lib
 from mtl_flax import train
+from mtl_flax.data import device_augment
+from mtl_flax.data import device_pipeline
 from mtl_flax.data import pipeline
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -51,10 +56,15 @@ def tiny_datasets(seed=0, n_expr=10, n_lm=8, num_classes=13):
   return train_sets, test_sets
 
 
-def _batch(config, step=0):
-  datasets, _ = tiny_datasets()
-  return pipeline.train_batch(step, datasets, tuple(config.tasks), config.batch_size,
-                              seed=config.seed)
+def _batch(config, step=0, datasets=None):
+  """The uint8 host batch of `step` (what the training loop feeds the step)."""
+  datasets = datasets or tiny_datasets()[0]
+  return device_pipeline.HostBatches(datasets, tuple(config.tasks), config.batch_size,
+                                     seed=config.seed)(step)
+
+
+# The runs' device augmentation (runlocal keeps the default ranges), compiled into every step.
+AUGMENT = settings_lib.augment_settings(mtl_configs.get_config("runlocal"))
 
 
 def _step_rng():
@@ -77,9 +87,9 @@ def _initial_state(variant):
 
 @functools.lru_cache(maxsize=None)
 def _jitted_step(init_variant, **kwargs):
-  """One compiled single-device step per setting, shared by the tests below."""
+  """One compiled single-device step per setting (with the runs' augmentation), shared below."""
   model, tx, _ = _initial_state(init_variant)
-  return jax.jit(train.make_train_step(model, tx, num_steps=4, **kwargs))
+  return jax.jit(train.make_train_step(model, tx, num_steps=4, augment=AUGMENT, **kwargs))
 
 
 def _stacked_kernels(params):
@@ -188,6 +198,71 @@ def test_hard_sharing_and_cross_stitch_train_in_the_same_step(variant, group):
   assert _leaves_changed(state0["params"][group], state1["params"][group])
 
 
+def test_the_step_trains_on_the_device_augmented_host_batch():
+  # The step's losses are the network's on `augment_batch` of the uint8 host batch, drawn from
+  # the second half of the step key and keyed by the state's step (here 3), not on the batch
+  # as it came.
+  config = tiny_config("runlocal,none")
+  model, _, state0 = _initial_state("runlocal,laf")  # the same network
+  step = _jitted_step("runlocal,laf", regulariser="none", strength=config.regulariser.strength,
+                      ada=False, ada_mode="grl")  # compiled for the per-regulariser test
+  state = jax.tree_util.tree_map(jnp.asarray, {**state0, "step": np.int32(3)})
+  batch, rng = _batch(config, 3), _step_rng()
+  _, m = step(state, batch, rng)
+  m = jax.device_get(m)
+  variables = {"params": state0["params"], "batch_stats": state0["batch_stats"]}
+
+  augmented = {enabled: device_augment.augment_batch(
+      batch, jax.random.split(rng)[1], 3, tasks=model.tasks, enabled=enabled,
+      landmark_augment=AUGMENT.landmark_augment(), expression_flip=AUGMENT.expression_flip)
+               for enabled in (True, False)}
+  forward = jax.jit(lambda images: model.apply(variables, images, train=True)[1])
+  for enabled, data in augmented.items():
+    outputs = forward(data["images"])
+    ce = optax.softmax_cross_entropy_with_integer_labels(outputs[0], batch["labels"]).mean()
+    l1 = jnp.abs(outputs[1] - data["landmarks"]).sum(-1).mean()  # per face, batch mean
+    same = (m["expression_ce"] == pytest.approx(float(ce), rel=1e-5)
+            and m["landmark_loss"] == pytest.approx(float(l1), rel=1e-5))
+    assert same == enabled, enabled
+
+
+def test_bfloat16_activations_with_float32_parameters_train():
+  # Without the penalty, whose SVDs cost most of the compilation (its kernels are float32
+  # parameters; test_mtl_modules checks that a bfloat16 kernel is factorised in float32).
+  config = tiny_config("runlocal,none")
+  config.model.dtype = "bfloat16"
+  config.augment.enabled = False  # the same batch every step: the loss must go down
+  compute = settings_lib.compute_settings(config)
+  compiled = functions.compiled(compute)
+  # The initial state does not depend on the dtype (the float32 run's, compiled above).
+  state = jax.tree_util.tree_map(jnp.asarray, _initial_state("runlocal,laf")[2])
+  batch = jax.device_put(_batch(config), compiled.batch_sharding)
+  rng = _step_rng()
+  # Every convolution of the step (forward and backward) runs on bfloat16 operands; those of a
+  # float32 run on float32 ones. The parameters, the optimiser state, the batch statistics and
+  # the losses are float32 in both.
+  for dtype, compiled_fn in (("bf16", compiled.train_step),
+                             ("f32", functions.compiled(settings_lib.compute_settings(
+                                 tiny_config("runlocal,none"))).train_step)):
+    text = compiled_fn.lower(state, batch, rng).as_text()
+    convolutions = [l for l in text.splitlines() if "stablehlo.convolution" in l]
+    assert convolutions and all(f"x{dtype}>" in l for l in convolutions), dtype
+  losses = []
+  for _ in range(5):
+    state, m = compiled.train_step(state, batch, rng)
+    losses.append(float(m["loss"]))
+    assert m["loss"].dtype == m["landmark_loss"].dtype == jnp.float32
+  assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+  for leaf in jax.tree_util.tree_leaves((state["params"], state["opt_state"],
+                                         state["batch_stats"])):
+    assert leaf.dtype == jnp.float32
+  # An intermediate activation of the trunk (the last map, before the float32 pooling).
+  trunk_vars = compiled.model.task_variables(state, 0)
+  activation = compiled.model.trunk.apply(trunk_vars, jnp.zeros((1, SIZE, SIZE, 3)),
+                                          train=False, pool=False)
+  assert activation.dtype == jnp.bfloat16
+
+
 def test_alternating_ada_updates_discriminator_on_even_steps_only():
   config = tiny_config("runlocal,none,alternating")
   model, _, state0 = _initial_state("runlocal,laf,ada")  # the same model; another optimiser
@@ -254,8 +329,9 @@ def test_resume_gives_the_uninterrupted_parameters_on_two_devices(tmp_path):
   # The same first step on one device (no mesh) gives the data-parallel result.
   single = _jitted_step("runlocal,laf,ada", regulariser="laf",
                         strength=config.regulariser.strength, ada=True, ada_mode="grl")
-  batch = pipeline.train_batch(0, datasets[0], tuple(config.tasks), config.batch_size, seed=0)
-  _, m_single = single(target, batch, jax.random.split(train.root_key(config))[1])
+  assert settings_lib.compute_settings(config).augment == AUGMENT and AUGMENT.enabled
+  _, m_single = single(target, _batch(config, 0, datasets[0]),
+                       jax.random.split(train.root_key(config))[1])
   first_log = records[0]
   assert first_log["train/loss"] == pytest.approx(float(m_single["loss"]), rel=1e-5)
 
@@ -311,6 +387,8 @@ def test_cli_end_to_end_runlocal(tmp_path, monkeypatch):
     flags.FLAGS.unparse_flags()
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["finished"] and summary["step"] == 4
+  assert summary["dtype"] == "float32"
+  assert summary["augmentation"] == "on the device, in the train step"
   assert summary["data"]["expression"].startswith("synthetic, seed 0, 26 samples")
   assert summary["data"]["landmarks"].startswith("synthetic, seed 1, 16 samples")
   assert summary["evaluated"] == "the final state (step 4), on the test sets"
@@ -367,8 +445,11 @@ def test_describe_data_names_sources_and_seeds():
   config.data.landmarks.path = "/data/300W"
   described = train.describe_data(config)
   assert described["expression"].startswith("synthetic, seed 3, 26 samples; 25% held out")
-  assert described["landmarks"] == ("300w /data/300W; 25% held out for testing (by subject "
-                                    "where known)")
+  # /data/300W lacks the official layout (it is absent here): read as a flat folder, and said so.
+  assert described["landmarks"] == (
+      "300w /data/300W, read as a flat folder (not the official 300-W layout: every annotated "
+      "image under it, no common / challenging subsets); 25% held out for testing (by subject "
+      "where known)")
 
 
 def _tree_bytes(root):

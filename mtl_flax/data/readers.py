@@ -18,11 +18,20 @@ the largest detection, with a more sensitive second pass before giving up, enlar
 the whole image when nothing is found) or take the central square of the image. Hidden files
 (`._x.jpg`, '.ipynb_checkpoints') are no images or classes.
 Every user-caused problem raises a `ValueError`/`FileNotFoundError` naming the file.
+
+Each reader is a file listing (`list_image_folder`, `list_300w`, `list_ckplus`,
+`list_oulu_casia`: paths and labels, no image opened) followed by the decoding of the listed
+files (`decode_faces`, `decode_landmark_faces`): on every core, with a progress bar when asked,
+and through the dataset cache (`mtl_flax.data.cache.cached_dataset`) when a `cache_dir` is given:
+the first read stores the uint8 crops there, later reads memory-map them and decode only added
+or changed files. Without `cache_dir` nothing is written anywhere.
 """
 from __future__ import annotations
 
 import csv
+import functools
 import logging
+import os
 import pathlib
 import re
 from typing import NamedTuple, Sequence
@@ -31,6 +40,7 @@ import cv2
 import numpy as np
 
 from mtl_flax.data import augment
+from mtl_flax.data import cache
 from subtle_core import atomic
 from subtle_core import images as image_files
 from subtle_core.faces import detect
@@ -51,12 +61,14 @@ class ExpressionData(NamedTuple):
     subjects: (N,) int32 subject ids (-1 where the dataset has none).
     class_names: tuple of class names.
     paths: tuple of N source file paths.
+    decoded: how many images this read decoded (0 when every crop came from the cache).
   """
   images: np.ndarray
   labels: np.ndarray
   subjects: np.ndarray
   class_names: tuple
   paths: tuple
+  decoded: int = 0
 
 
 class LandmarkData(NamedTuple):
@@ -66,10 +78,33 @@ class LandmarkData(NamedTuple):
     images: (N, S, S, 3) uint8 RGB.
     landmarks: (N, 68, 2) float32 (x, y) normalised to (0, 1).
     paths: tuple of N source image paths.
+    decoded: how many images this read decoded (0 when every crop came from the cache).
   """
   images: np.ndarray
   landmarks: np.ndarray
   paths: tuple
+  decoded: int = 0
+
+
+class Listing(NamedTuple):
+  """The files of a dataset and what their folders or label files say, before any decoding.
+
+  Attributes:
+    paths: tuple of N image paths (str), in the dataset's order.
+    labels: (N,) int32 class indices, or None (landmark datasets).
+    subjects: (N,) int32 subject ids (-1 where the dataset has none).
+    class_names: tuple of class names (empty for landmark datasets).
+  """
+  paths: tuple
+  labels: np.ndarray | None
+  subjects: np.ndarray
+  class_names: tuple = ()
+
+  def subset(self, indices) -> "Listing":
+    indices = np.asarray(indices, np.int64)
+    return Listing(tuple(self.paths[i] for i in indices),
+                   None if self.labels is None else self.labels[indices],
+                   self.subjects[indices], self.class_names)
 
 
 # --------------------------------------------------------------------------- low-level readers
@@ -217,14 +252,17 @@ def crop_with_landmarks(image: np.ndarray, points: np.ndarray, *, image_size: in
   return crop, augment.normalise_landmarks(moved, image_size)
 
 
-def _stack(images, size):
-  if not images:
-    return np.zeros((0, size, size, 3), np.uint8)
-  return np.stack(images).astype(np.uint8)
+def _images_in(folder) -> list[str]:
+  """The visible image files of ``folder`` (`subtle_core.images.is_image_file`), sorted by name.
 
-
-def _images_in(folder: pathlib.Path):
-  return sorted(p for p in folder.iterdir() if image_files.is_image_file(p))
+  One `os.scandir` pass: a dataset start lists every file, and per-path `pathlib` checks cost
+  more than the rest of a cached start.
+  """
+  with os.scandir(folder) as entries:
+    names = sorted(e.name for e in entries
+                   if os.path.splitext(e.name)[1].lower() in image_files.IMAGE_SUFFIXES
+                   and not e.name.startswith(".") and e.is_file())
+  return [os.path.join(folder, name) for name in names]
 
 
 def _require_dir(path: pathlib.Path, what: str):
@@ -232,35 +270,89 @@ def _require_dir(path: pathlib.Path, what: str):
     raise FileNotFoundError(f"{what}: directory not found: {path}")
 
 
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_faces(paths: Sequence, *, name: str, image_size: int = 96,
+                 face_detection: bool = False, margin: float = 1.2, cache_dir=None,
+                 num_workers: int | None = None, progress: bool = False,
+                 label: str | None = None):
+  """The S x S face crops of ``paths`` (`crop_face`), decoded on every core.
+
+  Args:
+    paths: image files.
+    name: the cache's name (`cache.cache_name`) and the progress bar's label.
+    image_size, face_detection, margin: as in `crop_face`.
+    cache_dir: folder of the dataset cache; None decodes every file and writes nothing.
+    num_workers: parallel decoders (default: the CPUs this process may use).
+    progress: show a progress bar while decoding.
+    label: what the log line names (default ``name``): 'N images, K decoded, ...'.
+
+  Returns:
+    ((N, S, S, 3) uint8 crops, memory-mapped from the cache when ``cache_dir`` is set;
+    the number of files decoded by this call).
+  """
+  settings = {"image_size": image_size, "face_detection": face_detection, "margin": margin}
+  decode = functools.partial(cache.decode_face, **settings)
+  if cache_dir is None:
+    images, _ = cache.decode_parallel(paths, decode, num_workers=num_workers, progress=progress,
+                                      name=name)
+    _log_read(label or name, len(paths), len(paths), cache_dir)
+    return images, len(paths)
+  out = cache.cached_dataset(name, paths, decode, settings, cache_dir, num_workers=num_workers,
+                             progress=progress)
+  _log_read(label or name, len(paths), out.decoded, cache_dir)
+  return out.images, out.decoded
+
+
+def _pts_beside(path):
+  return [str(pathlib.Path(path).with_suffix(".pts"))]
+
+
+def decode_landmark_faces(paths: Sequence, *, name: str, image_size: int = 96,
+                          margin: float = 1.3, cache_dir=None, num_workers: int | None = None,
+                          progress: bool = False, label: str | None = None):
+  """The crops of ``paths`` around their landmarks (`crop_with_landmarks`, `.pts` beside each).
+
+  Args:
+    paths: image files, each with a `.pts` of the same stem (whose size and modification
+      time count as the image's in the cache).
+    name, cache_dir, num_workers, progress, label: as in `decode_faces`.
+    image_size, margin: as in `crop_with_landmarks`.
+
+  Returns:
+    ((N, S, S, 3) uint8 crops, (N, 68, 2) float32 normalised landmarks, files decoded).
+  """
+  settings = {"image_size": image_size, "margin": margin}
+  decode = functools.partial(cache.decode_landmark_face, **settings)
+  if cache_dir is None:
+    images, points = cache.decode_parallel(paths, decode, num_workers=num_workers,
+                                           progress=progress, name=name)
+    _log_read(label or name, len(paths), len(paths), cache_dir)
+    return images, np.asarray(points, np.float32), len(paths)
+  out = cache.cached_dataset(name, paths, decode, settings, cache_dir,
+                             related_files=_pts_beside, num_workers=num_workers,
+                             progress=progress)
+  _log_read(label or name, len(paths), out.decoded, cache_dir)
+  return out.images, np.asarray(out.targets, np.float32), out.decoded
+
+
+def _log_read(label, count, decoded, cache_dir):
+  where = "no cache" if cache_dir is None else f"cache {cache_dir}"
+  logging.info("%s: %d images, %d decoded, %d from the cache (%s)", label, count, decoded,
+               count - decoded, where)
+
+
 # --------------------------------------------------------------------------- datasets
 
 
-def load_image_folder(root, *, class_names: Sequence[str] | None = None,
-                      num_classes: int | None = None, csv_name: str = "labels.csv",
-                      image_size: int = 96, face_detection: bool = False,
-                      margin: float = 1.2) -> ExpressionData:
-  """Reads an LSEMSW-style expression dataset.
-
-  If `root/csv_name` exists, its rows `path,label` (header optional; paths relative to root;
-  label an integer index or a class name) define the samples; otherwise every sub-folder of
-  root is one class (sorted by name unless `class_names` gives the order) holding its images.
-
-  Args:
-    root: dataset folder.
-    class_names: class order; inferred (sorted folder names, or 0..max label) when None.
-    num_classes: if given, labels must lie in [0, num_classes).
-    csv_name: name of the label file inside root.
-    image_size: S of the S x S crops.
-    face_detection: crop the Haar-detected face instead of the centre square.
-    margin: enlargement of the detected face box.
-
-  Returns:
-    `ExpressionData` (subjects all -1: LSEMSW has no subject ids).
-  """
+def list_image_folder(root, *, class_names: Sequence[str] | None = None,
+                      num_classes: int | None = None, csv_name: str = "labels.csv") -> Listing:
+  """The images and labels of an LSEMSW-style expression dataset (see `load_image_folder`)."""
   root = pathlib.Path(root)
   _require_dir(root, "image-folder dataset")
   csv_path = root / csv_name
-  entries = []  # (path, label)
+  entries = []  # (path, label, where)
   if csv_path.is_file():
     with open(csv_path, newline="") as f:
       rows = [row for row in csv.reader(f) if row and any(cell.strip() for cell in row)]
@@ -301,33 +393,51 @@ def load_image_folder(root, *, class_names: Sequence[str] | None = None,
       raise ValueError(f"{where}: label {label} out of range [0, {limit})")
   if not entries:
     raise ValueError(f"{root}: no images found (expected class folders or {csv_name})")
-  images = [crop_face(read_image(p), image_size=image_size, face_detection=face_detection,
-                      margin=margin) for p, _, _ in entries]
-  return ExpressionData(_stack(images, image_size),
-                        np.array([e[1] for e in entries], np.int32),
-                        np.full(len(entries), -1, np.int32), tuple(class_names),
-                        tuple(str(e[0]) for e in entries))
+  for path, _, where in entries:
+    if where != str(path) and not path.is_file():  # a labels.csv row (folders list files)
+      raise FileNotFoundError(f"image file not found: {path} (listed in {where})")
+  return Listing(tuple(str(e[0]) for e in entries), np.array([e[1] for e in entries], np.int32),
+                 np.full(len(entries), -1, np.int32), tuple(class_names))
 
 
-def load_300w(root, *, image_size: int = 96, margin: float = 1.3,
-              recursive: bool = True) -> LandmarkData:
-  """Reads 300-W / iBUG faces: every image needs a `.pts` file of the same stem beside it.
+def load_image_folder(root, *, class_names: Sequence[str] | None = None,
+                      num_classes: int | None = None, csv_name: str = "labels.csv",
+                      image_size: int = 96, face_detection: bool = False,
+                      margin: float = 1.2, cache_dir=None, num_workers: int | None = None,
+                      progress: bool = False) -> ExpressionData:
+  """Reads an LSEMSW-style expression dataset.
 
-  A `.pts` file without an image is skipped with a warning (some distributions ship those).
+  If `root/csv_name` exists, its rows `path,label` (header optional; paths relative to root;
+  label an integer index or a class name) define the samples; otherwise every sub-folder of
+  root is one class (sorted by name unless `class_names` gives the order) holding its images.
 
   Args:
-    root: dataset folder (searched recursively unless `recursive` is False).
+    root: dataset folder.
+    class_names: class order; inferred (sorted folder names, or 0..max label) when None.
+    num_classes: if given, labels must lie in [0, num_classes).
+    csv_name: name of the label file inside root.
     image_size: S of the S x S crops.
-    margin: enlargement of the landmarks' bounding box.
-    recursive: also search sub-folders.
+    face_detection: crop the Haar-detected face instead of the centre square.
+    margin: enlargement of the detected face box.
+    cache_dir: dataset cache folder (see `decode_faces`); None decodes every image.
+    num_workers: parallel decoders (default: all CPUs).
+    progress: show a progress bar while decoding.
 
   Returns:
-    `LandmarkData` with landmarks normalised to (0, 1).
-
-  Raises:
-    FileNotFoundError: an image has no `.pts` file.
-    ValueError: a `.pts` file is malformed or an image unreadable.
+    `ExpressionData` (subjects all -1: LSEMSW has no subject ids).
   """
+  listing = list_image_folder(root, class_names=class_names, num_classes=num_classes,
+                              csv_name=csv_name)
+  images, decoded = decode_faces(listing.paths, name=cache.cache_name("image_folder", root),
+                                 image_size=image_size, face_detection=face_detection,
+                                 margin=margin, cache_dir=cache_dir, num_workers=num_workers,
+                                 progress=progress, label=f"image folder {root}")
+  return ExpressionData(images, listing.labels, listing.subjects, listing.class_names,
+                        listing.paths, decoded)
+
+
+def list_300w(root, *, recursive: bool = True) -> Listing:
+  """The annotated images of a 300-W / iBUG folder (see `load_300w`), no image opened."""
   root = pathlib.Path(root)
   _require_dir(root, "300-W dataset")
   files = sorted(root.rglob("*") if recursive else root.iterdir())
@@ -336,19 +446,46 @@ def load_300w(root, *, image_size: int = 96, margin: float = 1.3,
   for pts in (p for p in files if p.suffix.lower() == ".pts"):
     if pts.with_suffix("") not in stems:
       logging.warning("300-W reader: %s has no image beside it; skipped", pts)
-  images, landmarks = [], []
   for path in image_paths:
     pts_path = path.with_suffix(".pts")
     if not pts_path.is_file():
       raise FileNotFoundError(f"missing landmark file {pts_path} for image {path}")
-    crop, points = crop_with_landmarks(read_image(path), read_pts(pts_path),
-                                       image_size=image_size, margin=margin)
-    images.append(crop)
-    landmarks.append(points)
-  if not images:
+  if not image_paths:
     raise ValueError(f"{root}: no images with .pts landmarks found")
-  return LandmarkData(_stack(images, image_size), np.stack(landmarks).astype(np.float32),
-                      tuple(str(p) for p in image_paths))
+  return Listing(tuple(str(p) for p in image_paths), None,
+                 np.full(len(image_paths), -1, np.int32))
+
+
+def load_300w(root, *, image_size: int = 96, margin: float = 1.3,
+              recursive: bool = True, cache_dir=None, num_workers: int | None = None,
+              progress: bool = False) -> LandmarkData:
+  """Reads 300-W / iBUG faces: every image needs a `.pts` file of the same stem beside it.
+
+  Every annotated image under the root is read, whatever folder it is in: for the official
+  300-W train / test split use `mtl_flax.data.w300.load_300w_protocol`. A `.pts` file without
+  an image is skipped with a warning (some distributions ship those).
+
+  Args:
+    root: dataset folder (searched recursively unless `recursive` is False).
+    image_size: S of the S x S crops.
+    margin: enlargement of the landmarks' bounding box.
+    recursive: also search sub-folders.
+    cache_dir: dataset cache folder (see `decode_faces`); None decodes every image.
+    num_workers: parallel decoders (default: all CPUs).
+    progress: show a progress bar while decoding.
+
+  Returns:
+    `LandmarkData` with landmarks normalised to (0, 1).
+
+  Raises:
+    FileNotFoundError: an image has no `.pts` file.
+    ValueError: a `.pts` file is malformed or an image unreadable.
+  """
+  listing = list_300w(root, recursive=recursive)
+  images, points, decoded = decode_landmark_faces(
+      listing.paths, name=cache.cache_name("300w", root), image_size=image_size, margin=margin,
+      cache_dir=cache_dir, num_workers=num_workers, progress=progress, label=f"300-W {root}")
+  return LandmarkData(images, points, listing.paths, decoded)
 
 
 def _subject_number(name: str, where) -> int:
@@ -358,35 +495,15 @@ def _subject_number(name: str, where) -> int:
   return int(digits)
 
 
-def load_ckplus(root, *, peak_frames: int = 3, include_neutral: bool = False,
-                image_size: int = 96, face_detection: bool = True,
-                margin: float = 1.2) -> ExpressionData:
-  """Reads CK+: the last `peak_frames` frames of every sequence that has an emotion label.
-
-  Layout: `root/cohn-kanade-images/S005/001/S005_001_00000001.png` and
-  `root/Emotion/S005/001/S005_001_00000011_emotion.txt` (one float code 0-7, see
-  `CKPLUS_CLASSES`). Sequences without an emotion file are skipped (only 327 of 593 are
-  labelled). With `include_neutral`, each labelled sequence's first frame is added as code 0.
-
-  Args:
-    root: CK+ root folder.
-    peak_frames: number of final (peak-intensity) frames taken per sequence.
-    include_neutral: add the first frame as a neutral sample.
-    image_size: S of the S x S crops.
-    face_detection: crop the Haar-detected face (else the centre square).
-    margin: enlargement of the detected face box.
-
-  Returns:
-    `ExpressionData`: labels are the CK+ codes (index into `CKPLUS_CLASSES`), subjects the
-    numbers of the S### folders.
-  """
+def list_ckplus(root, *, peak_frames: int = 3, include_neutral: bool = False) -> Listing:
+  """The labelled frames of CK+ (see `load_ckplus`), no image opened."""
   root = pathlib.Path(root)
   image_root, emotion_root = root / "cohn-kanade-images", root / "Emotion"
   _require_dir(image_root, "CK+ images")
   _require_dir(emotion_root, "CK+ emotion labels")
   if peak_frames < 1:
     raise ValueError(f"peak_frames must be >= 1, got {peak_frames}")
-  images, labels, subjects, paths = [], [], [], []
+  labels, subjects, paths = [], [], []
   for subject_dir in sorted(p for p in image_root.iterdir() if p.is_dir()):
     subject = _subject_number(subject_dir.name, subject_dir)
     for seq_dir in sorted(p for p in subject_dir.iterdir() if p.is_dir()):
@@ -408,20 +525,87 @@ def load_ckplus(root, *, peak_frames: int = 3, include_neutral: bool = False,
       if include_neutral:
         chosen.insert(0, (frames[0], 0))
       for frame, label in chosen:
-        images.append(crop_face(read_image(frame), image_size=image_size,
-                                face_detection=face_detection, margin=margin))
         labels.append(label)
         subjects.append(subject)
         paths.append(str(frame))
-  if not images:
+  if not paths:
     raise ValueError(f"{root}: no labelled CK+ sequences found")
-  return ExpressionData(_stack(images, image_size), np.array(labels, np.int32),
-                        np.array(subjects, np.int32), CKPLUS_CLASSES, tuple(paths))
+  return Listing(tuple(paths), np.array(labels, np.int32), np.array(subjects, np.int32),
+                 CKPLUS_CLASSES)
+
+
+def _load_expressions(what, kind, root, listing, *, image_size, face_detection, margin,
+                      cache_dir, num_workers, progress) -> ExpressionData:
+  images, decoded = decode_faces(listing.paths, name=cache.cache_name(kind, root),
+                                 image_size=image_size, face_detection=face_detection,
+                                 margin=margin, cache_dir=cache_dir, num_workers=num_workers,
+                                 progress=progress, label=f"{what} {root}")
+  return ExpressionData(images, listing.labels, listing.subjects, listing.class_names,
+                        listing.paths, decoded)
+
+
+def load_ckplus(root, *, peak_frames: int = 3, include_neutral: bool = False,
+                image_size: int = 96, face_detection: bool = True,
+                margin: float = 1.2, cache_dir=None, num_workers: int | None = None,
+                progress: bool = False) -> ExpressionData:
+  """Reads CK+: the last `peak_frames` frames of every sequence that has an emotion label.
+
+  Layout: `root/cohn-kanade-images/S005/001/S005_001_00000001.png` and
+  `root/Emotion/S005/001/S005_001_00000011_emotion.txt` (one float code 0-7, see
+  `CKPLUS_CLASSES`). Sequences without an emotion file are skipped (only 327 of 593 are
+  labelled). With `include_neutral`, each labelled sequence's first frame is added as code 0.
+
+  Args:
+    root: CK+ root folder.
+    peak_frames: number of final (peak-intensity) frames taken per sequence.
+    include_neutral: add the first frame as a neutral sample.
+    image_size: S of the S x S crops.
+    face_detection: crop the Haar-detected face (else the centre square).
+    margin: enlargement of the detected face box.
+    cache_dir: dataset cache folder (see `decode_faces`); None decodes every image.
+    num_workers: parallel decoders (default: all CPUs).
+    progress: show a progress bar while decoding.
+
+  Returns:
+    `ExpressionData`: labels are the CK+ codes (index into `CKPLUS_CLASSES`), subjects the
+    numbers of the S### folders.
+  """
+  listing = list_ckplus(root, peak_frames=peak_frames, include_neutral=include_neutral)
+  return _load_expressions("CK+", "ckplus", root, listing, image_size=image_size,
+                           face_detection=face_detection, margin=margin, cache_dir=cache_dir,
+                           num_workers=num_workers, progress=progress)
+
+
+def list_oulu_casia(root, *, channel: str = "VL", illumination: str = "Strong",
+                    peak_frames: int = 3) -> Listing:
+  """The frames of Oulu-CASIA taken for training (see `load_oulu_casia`), no image opened."""
+  root = pathlib.Path(root)
+  base = root / "OriginalImg" / channel / illumination
+  _require_dir(base, "Oulu-CASIA images")
+  if peak_frames < 1:
+    raise ValueError(f"peak_frames must be >= 1, got {peak_frames}")
+  lower = {c.lower(): i for i, c in enumerate(OULU_CASIA_CLASSES)}
+  labels, subjects, paths = [], [], []
+  for subject_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+    subject = _subject_number(subject_dir.name, subject_dir)
+    for expr_dir in sorted(p for p in subject_dir.iterdir() if p.is_dir()):
+      if expr_dir.name.lower() not in lower:
+        raise ValueError(f"{expr_dir}: unknown expression folder {expr_dir.name!r}, expected one "
+                         f"of {list(OULU_CASIA_CLASSES)}")
+      for frame in _images_in(expr_dir)[-peak_frames:]:
+        labels.append(lower[expr_dir.name.lower()])
+        subjects.append(subject)
+        paths.append(str(frame))
+  if not paths:
+    raise ValueError(f"{base}: no Oulu-CASIA images found")
+  return Listing(tuple(paths), np.array(labels, np.int32), np.array(subjects, np.int32),
+                 OULU_CASIA_CLASSES)
 
 
 def load_oulu_casia(root, *, channel: str = "VL", illumination: str = "Strong",
                     peak_frames: int = 3, image_size: int = 96, face_detection: bool = True,
-                    margin: float = 1.2) -> ExpressionData:
+                    margin: float = 1.2, cache_dir=None, num_workers: int | None = None,
+                    progress: bool = False) -> ExpressionData:
   """Reads Oulu-CASIA: the last `peak_frames` frames of every subject's expression sequence.
 
   Layout: `root/OriginalImg/VL/Strong/P001/Anger/000.jpeg`; label = the expression folder
@@ -435,30 +619,15 @@ def load_oulu_casia(root, *, channel: str = "VL", illumination: str = "Strong",
     image_size: S of the S x S crops.
     face_detection: crop the Haar-detected face (else the centre square).
     margin: enlargement of the detected face box.
+    cache_dir: dataset cache folder (see `decode_faces`); None decodes every image.
+    num_workers: parallel decoders (default: all CPUs).
+    progress: show a progress bar while decoding.
 
   Returns:
     `ExpressionData`: labels index `OULU_CASIA_CLASSES`, subjects the P### numbers.
   """
-  root = pathlib.Path(root)
-  base = root / "OriginalImg" / channel / illumination
-  _require_dir(base, "Oulu-CASIA images")
-  if peak_frames < 1:
-    raise ValueError(f"peak_frames must be >= 1, got {peak_frames}")
-  lower = {c.lower(): i for i, c in enumerate(OULU_CASIA_CLASSES)}
-  images, labels, subjects, paths = [], [], [], []
-  for subject_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-    subject = _subject_number(subject_dir.name, subject_dir)
-    for expr_dir in sorted(p for p in subject_dir.iterdir() if p.is_dir()):
-      if expr_dir.name.lower() not in lower:
-        raise ValueError(f"{expr_dir}: unknown expression folder {expr_dir.name!r}, expected one "
-                         f"of {list(OULU_CASIA_CLASSES)}")
-      for frame in _images_in(expr_dir)[-peak_frames:]:
-        images.append(crop_face(read_image(frame), image_size=image_size,
-                                face_detection=face_detection, margin=margin))
-        labels.append(lower[expr_dir.name.lower()])
-        subjects.append(subject)
-        paths.append(str(frame))
-  if not images:
-    raise ValueError(f"{base}: no Oulu-CASIA images found")
-  return ExpressionData(_stack(images, image_size), np.array(labels, np.int32),
-                        np.array(subjects, np.int32), OULU_CASIA_CLASSES, tuple(paths))
+  listing = list_oulu_casia(root, channel=channel, illumination=illumination,
+                            peak_frames=peak_frames)
+  return _load_expressions("Oulu-CASIA", f"oulu_casia-{channel}-{illumination}", root, listing,
+                           image_size=image_size, face_detection=face_detection, margin=margin,
+                           cache_dir=cache_dir, num_workers=num_workers, progress=progress)

@@ -15,11 +15,16 @@ cropped as `readers.load_300w` crops them (the landmarks' 1.3x square box, S x S
 
 `nme_per_subset` reports the inter-pupil NME of each test subset; 'full' is the mean over the
 faces of both subsets (not the mean of the two subset means).
+
+Training uses this protocol when `data.landmarks.source='300w'` names a root with the official
+layout (`has_official_layout`; `mtl_flax.datasets`), its Menpo folders from
+`data.landmarks.extra_paths`; the evaluation then reports every landmark metric per subset.
+With a `cache_dir`, each part is cached under a name of its own that includes the root's
+(`cache.cache_name`), so several 300-W roots can share one cache folder.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import pathlib
 import re
@@ -83,7 +88,26 @@ def _declared_points(pts: pathlib.Path) -> int | None:
   return None
 
 
-def official_files(root) -> dict[str, list[pathlib.Path]]:
+def has_official_layout(root) -> bool:
+  """Whether ``root`` is laid out as the official 300-W release (see the module docstring).
+
+  Returns:
+    True when every official folder is there; False when none of lfpw/, helen/, afw/, ibug/ is
+    (a flat folder of annotated faces).
+
+  Raises:
+    FileNotFoundError: some official folders are there and others missing (named): a damaged or
+      half-copied release is not silently read as something else.
+  """
+  root = pathlib.Path(root)
+  parts = TRAIN_PARTS + TEST_PARTS["common"] + TEST_PARTS["challenging"]
+  if not any((root / top).is_dir() for top in {part.split("/")[0] for part in parts}):
+    return False
+  official_files(root, list_files=False)
+  return True
+
+
+def official_files(root, *, list_files: bool = True) -> dict[str, list[pathlib.Path]]:
   """The annotated images of each official part, e.g. {'lfpw/trainset': [...], 'ibug': [...]}.
 
   Raises:
@@ -99,6 +123,8 @@ def official_files(root) -> dict[str, list[pathlib.Path]]:
     raise FileNotFoundError(
         f"{root} is not the 300-W layout: missing official folder(s) {missing} (expected "
         f"{', '.join(parts)})")
+  if not list_files:
+    return {}
   return {part: _annotated_images(root / part) for part in parts}
 
 
@@ -128,27 +154,15 @@ def menpo_files(folders: Sequence) -> tuple[list[pathlib.Path], int]:
   return keep, skipped
 
 
-def _pts_of(path):
-  return [str(pathlib.Path(path).with_suffix(".pts"))]
-
-
-def _load(name, paths, *, image_size, margin, cache_dir, num_workers, progress):
+def _load(name, label, paths, *, image_size, margin, cache_dir, num_workers, progress):
   """(LandmarkData, decoded count) of ``paths``, through the cache when ``cache_dir`` is set."""
-  decode = functools.partial(cache.decode_landmark_face, image_size=image_size, margin=margin)
   if not paths:
     return readers.LandmarkData(np.zeros((0, image_size, image_size, 3), np.uint8),
                                 np.zeros((0, readers.NUM_LANDMARKS, 2), np.float32), ()), 0
-  if cache_dir is None:
-    images, points = cache.decode_parallel(paths, decode, num_workers=num_workers,
-                                           progress=progress, name=name)
-    decoded = len(paths)
-  else:
-    out = cache.cached_dataset(name, paths, decode, {"image_size": image_size, "margin": margin},
-                               cache_dir, related_files=_pts_of, num_workers=num_workers,
-                               progress=progress)
-    images, points, decoded = out.images, out.targets, out.decoded
-  return readers.LandmarkData(images, np.asarray(points, np.float32),
-                              tuple(str(p) for p in paths)), decoded
+  images, points, decoded = readers.decode_landmark_faces(
+      paths, name=name, image_size=image_size, margin=margin, cache_dir=cache_dir,
+      num_workers=num_workers, progress=progress, label=label)
+  return readers.LandmarkData(images, points, tuple(str(p) for p in paths), decoded), decoded
 
 
 def _concat(parts: Sequence[readers.LandmarkData]) -> readers.LandmarkData:
@@ -194,14 +208,17 @@ def load_300w_protocol(root, *, image_size: int = 96, margin: float = 1.3,
     raise ValueError(f"{root}: no annotated training images in {', '.join(TRAIN_PARTS)}")
   kwargs = dict(image_size=image_size, margin=margin, cache_dir=cache_dir,
                 num_workers=num_workers, progress=progress)
-  train, decoded = _load("300w-train", train_paths, **kwargs)
+  # One cache per part, named after the root: several 300-W roots can share a cache folder.
+  base = cache.cache_name("300w", root)
+  train, decoded = _load(f"{base}-train", f"300-W {root} training part", train_paths, **kwargs)
   test = {}
   for subset, subset_parts in TEST_PARTS.items():
     paths = [p for part in subset_parts for p in parts[part]]
     if not paths:
       raise ValueError(f"{root}: the {subset} test subset ({', '.join(subset_parts)}) has no "
                        "annotated images")
-    test[subset], count = _load(f"300w-{subset}", paths, **kwargs)
+    test[subset], count = _load(f"{base}-{subset}", f"300-W {root} {subset} subset", paths,
+                                **kwargs)
     decoded += count
   test["full"] = _concat([test[s] for s in FULL_PARTS])
   return W300Protocol(train, test, skipped, decoded)
