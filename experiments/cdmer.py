@@ -36,6 +36,8 @@ def main(argv):
   experiment.run(cdmer_settings, _WORKDIR.value)
   if distributed.is_main_process():
     print((pathlib.Path(_WORKDIR.value) / "summary.md").read_text())
+  # The others wait while process 0 runs the comparison and writes (see tgsr_jax.experiment).
+  distributed.wait_for_all("experiments.cdmer finished")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,12 @@ def main(argv):
   distributed.initialize_from_flags(_PROCESSES)  # before any other JAX use
   summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   logging.info("summary: %s", summary)
-  if not distributed.is_main_process():
-    return
+  if distributed.is_main_process():
+    _print_summary(summary)
+  distributed.wait_for_all("experiments.mtl finished")  # while process 0 writes
+
+
+def _print_summary(summary):
   data = "; ".join(f"{task}: {source}" for task, source in summary["data"].items())
   print(f"step {summary['step']}: {summary['eval']} (evaluated: {summary['evaluated']}; "
         f"data: {data})")

@@ -228,8 +228,8 @@ def _restore_struct(leaf) -> jax.ShapeDtypeStruct:
   """
   struct = ocp.utils.to_shape_dtype_struct(leaf)
   if getattr(struct, "sharding", None) is None:
-    struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype,
-                                  sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+    first = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=first)
   return struct
 
 

@@ -117,20 +117,25 @@ def initialize_from_flags(holders: Mapping) -> ProcessGroup | None:
   return group
 
 
-def _jax_or_none():
-  """JAX if it is already imported (a process that never imported it runs alone)."""
-  return sys.modules.get("jax")
+def _joined_jax():
+  """JAX if this process joined others (:func:`initialize`), else None.
+
+  A process that never imported JAX, or never joined, runs alone; asking it does not start a
+  JAX backend (an error handler may ask before JAX was ever used).
+  """
+  jax = sys.modules.get("jax")
+  return jax if jax is not None and jax.distributed.is_initialized() else None
 
 
 def process_count() -> int:
   """The number of processes of this run (1 when running alone)."""
-  jax = _jax_or_none()
+  jax = _joined_jax()
   return 1 if jax is None else int(jax.process_count())
 
 
 def process_index() -> int:
   """This process's rank (0 when running alone)."""
-  jax = _jax_or_none()
+  jax = _joined_jax()
   return 0 if jax is None else int(jax.process_index())
 
 
@@ -165,7 +170,8 @@ def arrays_from_bytes(payload: bytes) -> dict[str, np.ndarray]:
     return {k: data[k] for k in data.files}
 
 
-def all_gather_arrays(arrays: Mapping[str, np.ndarray] | None) -> list[dict[str, np.ndarray] | None]:
+def all_gather_arrays(arrays: Mapping[str, np.ndarray] | None
+                      ) -> list[dict[str, np.ndarray] | None]:
   """Every process's dict of arrays (None where a process had nothing), on every process."""
   if process_count() == 1:
     return [None if arrays is None else {k: np.asarray(v) for k, v in arrays.items()}]
@@ -186,3 +192,18 @@ def barrier(name: str) -> None:
   if process_count() > 1:
     from jax.experimental import multihost_utils  # noqa: PLC0415
     multihost_utils.sync_global_devices(name)
+
+
+def wait_for_all(name: str, timeout_s: float = 7 * 24 * 3600) -> None:
+  """Returns when every process has called it with ``name`` (nothing when alone).
+
+  An entry point of several processes calls it last: a process that leaves while another still
+  works (process 0 writing outputs, or running what it alone runs) would reach
+  ``jax.distributed``'s shutdown barrier and, after its five minutes, end the run of them all.
+  Unlike :func:`barrier` it uses no device collective, only the coordination service (its
+  client is not public API: ``jax._src.distributed.global_state``), so it can wait for days.
+  """
+  if process_count() == 1:
+    return
+  from jax._src import distributed as jax_distributed  # noqa: PLC0415
+  jax_distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
