@@ -168,3 +168,10 @@ def test_vgg_backbone_trains_by_the_mtl_entry_point(tmp_path):
   assert json.loads((tmp_path / "config.json").read_text())["model"]["backbone"] == "vgg"
   metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert np.isfinite(metrics[0]["train/expression_ce"]) and metrics[0]["step"] == 1
+
+
+def test_hard_sharing_by_stage_is_refused_for_a_plain_backbone():
+  from mtl_flax import settings
+  with pytest.raises(ValueError, match="no stages"):
+    settings.resolve_hard_share_convs("alexnet", -2)
+  assert plain_cnns.VGGTiny().feature_dim == 64  # the property does not disturb the module
