@@ -35,7 +35,6 @@ Besides the tables, DIR gets `decrease_rates.png` (Fig. 3a-b: LAF, Tucker, TT) a
 import csv
 import io
 import json
-import math
 import pathlib
 
 from absl import app
@@ -292,7 +291,8 @@ def settings_title(config) -> str:
   return (f"backbone {config.model.backbone}, {config.image_size} x {config.image_size} images, "
           f"{config.num_steps} steps of {optimiser}, batch {config.batch_size} per task, "
           f"augmentation {'on' if config.augment.enabled else 'off'}; trace-norm strength "
-          f"{reg.strength:g} ({reg.method}), ADA weight {config.ada.weight:g} (mode set by the row)")
+          f"{reg.strength:g} ({reg.method}); ADA, in the rows that have it: {config.ada.mode}, "
+          f"weight {config.ada.weight:g}")
 
 
 def seeds_title(seeds, config) -> str:
