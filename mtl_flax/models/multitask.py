@@ -103,9 +103,9 @@ def uses_dropout(trunk) -> bool:
 def batch_dropout_key(images: jax.Array) -> jax.Array:
   """A dropout key drawn from the pixels of a batch: a fresh mask for every new batch.
 
-  For callers that pass no key to a training `MultiTaskNet.apply` (the train step does not yet
-  thread one through): training batches differ at every step (fresh draws and augmentation),
-  so the masks do too, and a resumed run recomputes the same ones.
+  For callers that pass no key to a training `MultiTaskNet.apply` (the train step passes one;
+  fine-tuning and the benchmarks' bare applies do not): training batches differ at every step
+  (fresh draws and augmentation), so the masks do too, and a resumed run recomputes them.
   """
   bits = jax.lax.bitcast_convert_type(
       jnp.stack([jnp.sum(images, dtype=jnp.float32),
