@@ -18,7 +18,6 @@ from mtl_flax import step as step_lib
 from mtl_flax import tasks as tasks_lib
 from mtl_flax import trace_norm
 from mtl_flax.models import multitask
-from mtl_flax.models import resnet
 
 
 def build_model(compute: settings_lib.ComputeSettings) -> multitask.MultiTaskNet:
@@ -58,7 +57,7 @@ def trace_norms(model, norms_fn, params) -> dict:
   if norms_fn is None:
     return {}
   per_layer = jax.device_get(norms_fn(params))
-  order = [n for n in resnet.conv_layer_names(model.trunk.stage_sizes) if n in per_layer]
+  order = [n for n in model.conv_names if n in per_layer]
   return {k: float(per_layer[k]) for k in order}  # forward order, for the Fig. 3 plots
 
 

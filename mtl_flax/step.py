@@ -96,7 +96,8 @@ def make_train_step(model: multitask.MultiTaskNet, tx: optax.GradientTransformat
 
   def loss_fn(params, batch_stats, batch, step, rng):
     features, outputs, new_stats = model.apply(
-        {"params": params, "batch_stats": batch_stats}, batch["images"], train=True)
+        {"params": params, "batch_stats": batch_stats}, batch["images"], train=True,
+        rng=jax.random.fold_in(rng, 2))  # the dropout key (read only by trunks with dropout)
     terms = {}
     loss = jnp.zeros((), jnp.float32)
     for t, kind in enumerate(kinds):

@@ -7,7 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from mtl_flax.models import multitask, resnet
+from mtl_flax import functions
+from mtl_flax.models import multitask, plain_cnns, resnet
 
 T, B, HW = 2, 4, 24
 
@@ -234,7 +235,7 @@ def test_bad_arguments():
   with pytest.raises(ValueError, match="sharing"):
     multitask.build_multitask(backbone="tiny", sharing="soft")
   with pytest.raises(ValueError, match="backbone"):
-    multitask.build_multitask(backbone="vgg", sharing="none")
+    multitask.build_multitask(backbone="vgg19", sharing="none")
   with pytest.raises(ValueError, match="hard_share_convs"):
     multitask.build_multitask(backbone="tiny", sharing="hard", hard_share_convs=9)
   with pytest.raises(ValueError, match="needs sharing='hard'"):
@@ -248,3 +249,62 @@ def test_bad_arguments():
   assert model.tasks == ("expression",)
   with pytest.raises(ValueError, match="images"):
     model.init(jax.random.key(0), jnp.zeros((2, 1, HW, HW, 3)))
+
+
+def test_plain_backbones_are_registered_beside_the_resnets():
+  assert multitask.backbone("vgg").layers == plain_cnns.VGG16_96().layers
+  assert multitask.backbone("alexnet").layers == plain_cnns.ALEXNET_96_LAYERS
+  assert multitask.backbone("vgg_tiny") == plain_cnns.VGGTiny()
+  assert set(multitask.PLAIN_BACKBONES) <= set(multitask.BACKBONES)
+  for sharing in multitask.STAGED_SHARING:
+    with pytest.raises(ValueError, match=f"sharing='{sharing}' needs a ResNet backbone"):
+      multitask.build_multitask(backbone="alexnet_tiny", sharing=sharing)
+
+
+def test_plain_trunk_stacked_apply_equals_separate_networks_with_their_dropout_keys():
+  model = multitask.build_multitask(backbone="vgg_tiny", sharing="trace_norm")
+  images = jnp.asarray(np.random.default_rng(3).normal(size=(T, 2, 32, 32, 3)), jnp.float32)
+  variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), images)
+  assert multitask.uses_dropout(model.trunk) and model.conv_names == model.trunk.conv_names
+  assert list(model.shareable_kernels(variables["params"])) == list(model.conv_names)
+  key = jax.random.key(5)
+  apply = jax.jit(lambda v, x, k: model.apply(v, x, train=True, rng=k)[0])
+  apply_without_key = jax.jit(lambda v, x: model.apply(v, x, train=True)[0])
+
+  @jax.jit
+  def separate(task_variables, x, dropout_key):
+    return model.trunk.apply(task_variables, x, train=True, rngs={"dropout": dropout_key},
+                             mutable=["batch_stats"])[0]
+
+  stacked = np.asarray(apply(variables, images, key))
+  for t, task_key in enumerate(jax.random.split(key, T)):
+    np.testing.assert_allclose(
+        stacked[t], np.asarray(separate(model.task_variables(variables, t), images[t], task_key)),
+        rtol=1e-5, atol=1e-6)
+  assert not np.allclose(stacked, np.asarray(apply(variables, images, jax.random.key(6))))
+  # Without a key the masks come from the batch: the same batch, the same masks; a new batch,
+  # new ones.
+  without = np.asarray(apply_without_key(variables, images))
+  np.testing.assert_array_equal(without, np.asarray(apply_without_key(variables, images)))
+  np.testing.assert_array_equal(
+      without, np.asarray(apply(variables, images, multitask.batch_dropout_key(images))))
+  other = images.at[0, 0, 0, 0, 0].add(1.0)
+  zeros = lambda f: np.asarray(f) == 0
+  assert not np.array_equal(zeros(apply_without_key(variables, other)), zeros(without))
+  # Evaluation has no dropout and reads no key.
+  evaluation = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])(variables, images)
+  reference = jax.jit(lambda v, x: model.trunk.apply(v, x, train=False))(
+      model.task_variables(variables, 1), images[1])
+  np.testing.assert_allclose(np.asarray(evaluation[1]), np.asarray(reference), rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_trace_norms_are_listed_in_the_trunks_forward_order():
+  resnet_model = multitask.build_multitask(backbone="tiny", sharing="trace_norm")
+  assert resnet_model.conv_names == tuple(resnet.conv_layer_names((1, 1, 1, 1)))
+  model = multitask.build_multitask(backbone="alexnet_tiny", sharing="trace_norm")
+  images = jnp.zeros((T, 1, 32, 32, 3), jnp.float32)
+  params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), images)["params"]
+  norms = functions.trace_norms(model, functions.make_trace_norms_fn(model, "laf"), params)
+  assert list(norms) == [f"conv{i:02d}" for i in range(5)] == list(model.conv_names)
+  assert all(v > 0 for v in norms.values())

@@ -147,3 +147,35 @@ def test_dropout_is_a_function_of_the_key_and_off_at_evaluation(tiny_variables):
   with pytest.raises(Exception, match="dropout"):
     jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]),
                    variables, images)
+
+
+def test_vgg_backbone_trains_by_the_mtl_entry_point(tmp_path):
+  """`experiments.mtl` trains a single-task expression network on a VGG-style trunk.
+
+  The small `vgg_tiny` (same module, fewer and narrower blocks): compiling VGG-16 costs about
+  90 s of CPU for nothing more than the entry point could get wrong.
+  """
+  import json
+  import pathlib
+  import subprocess
+  import sys
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  cmd = [sys.executable, "-m", "experiments.mtl", "--config", "configs/mtl.py:runlocal,single",
+         f"--workdir={tmp_path}", "--config.model.backbone=vgg_tiny", "--config.tasks=('expression',)",
+         "--config.num_steps=1", "--config.image_size=32"]
+  done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["finished"] and summary["step"] == 1
+  assert 0.0 <= summary["eval"]["expression_accuracy"] <= 1.0 and list(summary["eval"]) == [
+      "expression_accuracy"]
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["backbone"] == "vgg_tiny"
+  metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert np.isfinite(metrics[0]["train/expression_ce"]) and metrics[0]["step"] == 1
+
+
+def test_hard_sharing_by_stage_is_refused_for_a_plain_backbone():
+  from mtl_flax import settings
+  with pytest.raises(ValueError, match="no stages"):
+    settings.resolve_hard_share_convs("alexnet", -2)
+  assert plain_cnns.VGGTiny().feature_dim == 64  # the property does not disturb the module

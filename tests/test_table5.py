@@ -61,25 +61,49 @@ ROWS = [
 def test_markdown_table():
   text = table5.format_table5(ROWS, "markdown")
   lines = text.splitlines()
-  assert lines[0] == "| method | accuracy (%) | M-F1 (%) | features | settings |"
-  assert lines[2] == "| LBP + linear SVM | 41.23 | 30.50 | 2891 | 7x7 cells |"
-  assert lines[3] == "| MTL_trace & 100% (ours) | 50.00 | - | - | - |"
+  assert lines[0] == "| method | accuracy (%) | M-F1 (%) | seeds | features | settings |"
+  assert lines[2] == "| LBP + linear SVM | 41.23 | 30.50 | - | 2891 | 7x7 cells |"
+  assert lines[3] == "| MTL_trace & 100% (ours) | 50.00 | - | - | - | - |"
   assert len(lines) == 4
+
+
+def test_rows_over_seeds_are_mean_and_sample_std_with_a_title():
+  seed0 = [table5.Table5Row("LBP", 0.5, 0.4, 10, "s"), table5.Table5Row("CNN", 0.7)]
+  seed1 = [table5.Table5Row("LBP", 0.6, 0.2, 10, "s"), table5.Table5Row("CNN", 0.9)]
+  seed2 = [table5.Table5Row("LBP", 0.7, 0.3, 10, "s")]
+  lbp, cnn = table5.aggregate_over_seeds([seed0, seed1, seed2])
+  assert lbp.num_seeds == 3 and cnn.num_seeds == 2
+  np.testing.assert_allclose([lbp.accuracy, lbp.accuracy_std], [0.6, np.std([.5, .6, .7], ddof=1)])
+  np.testing.assert_allclose([lbp.mf1, lbp.mf1_std], [0.3, 0.1])
+  np.testing.assert_allclose([cnn.accuracy, cnn.accuracy_std], [0.8, np.sqrt(0.02)])
+  assert cnn.mf1 is None and cnn.mf1_std is None
+  title = ["Table 5: a test.", "Data: made up."]
+  md = table5.format_table5([lbp, cnn], "markdown", title).splitlines()
+  assert md[:4] == ["**Table 5: a test.**", "", "Data: made up.", ""]
+  assert md[6] == "| LBP | 60.00 ± 10.00 | 30.00 ± 10.00 | 3 | 10 | s |"
+  text = table5.format_table5([lbp, cnn], "csv", title)
+  assert text.startswith("# Table 5: a test.\n# Data: made up.\n")
+  parsed = list(csv.DictReader(io.StringIO("".join(text.splitlines(True)[2:]))))
+  assert float(parsed[1]["accuracy_std"]) == cnn.accuracy_std and parsed[1]["num_seeds"] == "2"
+  tex = table5.format_table5([lbp, cnn], "latex", title)
+  assert tex.startswith("% Table 5: a test.\n% Data: made up.\n\\begin{tabular}")
+  assert r"LBP & 60.00 $\pm$ 10.00 & 30.00 $\pm$ 10.00 & 3 & 10 & s \\" in tex
 
 
 def test_csv_table_round_trips_full_precision():
   parsed = list(csv.DictReader(io.StringIO(table5.format_table5(ROWS, "csv"))))
   assert parsed[0] == {"method": "LBP + linear SVM", "accuracy": "0.41234", "mf1": "0.305",
-                       "feature_dim": "2891", "settings": "7x7 cells"}
+                       "feature_dim": "2891", "settings": "7x7 cells", "accuracy_std": "",
+                       "mf1_std": "", "num_seeds": ""}
   assert parsed[1]["method"] == "MTL_trace & 100% (ours)" and parsed[1]["mf1"] == ""
   assert float(parsed[1]["accuracy"]) == 0.5
 
 
 def test_latex_table_escapes_special_characters():
   text = table5.format_table5(ROWS, "latex")
-  assert text.startswith(r"\begin{tabular}{lrrrl}") and text.rstrip().endswith(r"\end{tabular}")
-  assert r"LBP + linear SVM & 41.23 & 30.50 & 2891 & 7x7 cells \\" in text
-  assert r"MTL\_trace \& 100\% (ours) & 50.00 & - & - & - \\" in text
+  assert text.startswith(r"\begin{tabular}{lrrrrl}") and text.rstrip().endswith(r"\end{tabular}")
+  assert r"LBP + linear SVM & 41.23 & 30.50 & - & 2891 & 7x7 cells \\" in text
+  assert r"MTL\_trace \& 100\% (ours) & 50.00 & - & - & - & - \\" in text
 
 
 def test_write_table5_writes_every_format(tmp_path):

@@ -3,8 +3,9 @@
 :func:`run_handcrafted_baselines` extracts every method's features from the training and test
 faces and scores a linear SVM (:func:`mtl_flax.baselines.handcrafted.fit_linear_svm_and_score`);
 it returns :class:`Table5Row` records. The caller appends the CNN / MTL rows (accuracy from their
-``summary.json``; M-F1 and feature size may be None) and formats or writes the table with
-:func:`format_table5` / :func:`write_table5` (markdown, CSV, LaTeX).
+``summary.json``; M-F1 and feature size may be None), combines the rows of several seeds with
+:func:`aggregate_over_seeds` (mean +- sample standard deviation) and formats or writes the table,
+titled, with :func:`format_table5` / :func:`write_table5` (markdown, CSV, LaTeX).
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ DEFAULT_OPTIONS = {
 }
 FORMATS = ("markdown", "csv", "latex")
 _EXTENSIONS = {"markdown": "md", "csv": "csv", "latex": "tex"}
-_COLUMNS = ("method", "accuracy", "mf1", "feature_dim", "settings")
+_COLUMNS = ("method", "accuracy", "mf1", "feature_dim", "settings", "accuracy_std", "mf1_std",
+            "num_seeds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,12 +45,19 @@ class Table5Row:
     mf1: test macro-F1 in [0, 1], or None when not measured.
     feature_dim: the classifier's input size, or None.
     settings: a short description of the settings.
+    accuracy_std: the sample standard deviation of the accuracy over seeds (then ``accuracy``
+      is their mean), or None.
+    mf1_std: the same for M-F1.
+    num_seeds: the number of seeds averaged, or None for a single run.
   """
   method: str
   accuracy: float
   mf1: float | None = None
   feature_dim: int | None = None
   settings: str = ""
+  accuracy_std: float | None = None
+  mf1_std: float | None = None
+  num_seeds: int | None = None
 
 
 def extract_features(method: str, images, *, grid: Sequence[int] = DEFAULT_GRID,
@@ -145,6 +154,35 @@ def run_handcrafted_baselines(train_images, train_labels, test_images, test_labe
   return rows
 
 
+def _mean_and_std(values):
+  values = [float(v) for v in values if v is not None]
+  if not values:
+    return None, None
+  return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def aggregate_over_seeds(rows_per_seed: Sequence[Sequence[Table5Row]]) -> list[Table5Row]:
+  """One row per method: mean and sample standard deviation (n - 1) over the seeds' rows.
+
+  Args:
+    rows_per_seed: for each seed, its rows (a method may be missing from some seeds).
+
+  Returns:
+    Rows in first-seen method order; ``num_seeds`` counts the seeds that had the method.
+  """
+  by_method = {}
+  for rows in rows_per_seed:
+    for row in rows:
+      by_method.setdefault(row.method, []).append(_as_row(row))
+  out = []
+  for method, rows in by_method.items():
+    accuracy, accuracy_std = _mean_and_std(r.accuracy for r in rows)
+    mf1, mf1_std = _mean_and_std(r.mf1 for r in rows)
+    out.append(Table5Row(method, accuracy, mf1, rows[0].feature_dim, rows[0].settings,
+                         accuracy_std, mf1_std, len(rows)))
+  return out
+
+
 # ------------------------------------------------------------------------------------- writer
 
 
@@ -161,27 +199,33 @@ def _as_row(row) -> Table5Row:
   raise ValueError(f"rows: expected Table5Row or mapping entries, got {type(row).__name__}")
 
 
-def _percent(value: float | None) -> str:
-  return "-" if value is None else f"{100 * value:.2f}"
+def _percent(value: float | None, std: float | None = None) -> str:
+  if value is None:
+    return "-"
+  return f"{100 * value:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
 
 
 def _latex_escape(text: str) -> str:
   replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}"}
+                  "^": r"\textasciicircum{}", "±": r"$\pm$"}
   return "".join(replacements.get(ch, ch) for ch in text)
 
 
-def format_table5(rows: Sequence[Table5Row | Mapping], fmt: str = "markdown") -> str:
+def format_table5(rows: Sequence[Table5Row | Mapping], fmt: str = "markdown",
+                  title: Sequence[str] = ()) -> str:
   """Table 5 as text.
 
-  Markdown and LaTeX print accuracy and M-F1 in percent with two decimals ("-" when missing);
-  CSV keeps the fractions at full precision (empty when missing) for further processing.
+  Markdown and LaTeX print accuracy and M-F1 in percent with two decimals ("-" when missing),
+  "mean ± s.d." for rows averaged over seeds; CSV keeps the fractions at full precision (empty
+  when missing) for further processing.
 
   Args:
     rows: :class:`Table5Row` records, or mappings with their fields (MTL rows may leave ``mf1``
       and ``feature_dim`` out).
     fmt: one of ``FORMATS``.
+    title: lines written above the table (markdown: the first in bold; CSV: ``# `` comment
+      lines; LaTeX: ``%`` comment lines).
 
   Returns:
     The table, ending with a newline.
@@ -189,32 +233,41 @@ def format_table5(rows: Sequence[Table5Row | Mapping], fmt: str = "markdown") ->
   if fmt not in FORMATS:
     raise ValueError(f"fmt: expected one of {FORMATS}, got {fmt!r}")
   rows = [_as_row(r) for r in rows]
+  title = [str(line) for line in title]
+  optional = lambda v, conv: "" if v is None else conv(v)
   if fmt == "csv":
     buf = io.StringIO()
+    for line in title:
+      buf.write(f"# {line}\n")
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(_COLUMNS)
     for r in rows:
-      writer.writerow([r.method, repr(float(r.accuracy)),
-                       "" if r.mf1 is None else repr(float(r.mf1)),
-                       "" if r.feature_dim is None else int(r.feature_dim), r.settings])
+      writer.writerow([r.method, repr(float(r.accuracy)), optional(r.mf1, lambda v: repr(float(v))),
+                       optional(r.feature_dim, int), r.settings,
+                       optional(r.accuracy_std, lambda v: repr(float(v))),
+                       optional(r.mf1_std, lambda v: repr(float(v))), optional(r.num_seeds, int)])
     return buf.getvalue()
-  cells = [(r.method, _percent(r.accuracy), _percent(r.mf1),
+  cells = [(r.method, _percent(r.accuracy, r.accuracy_std), _percent(r.mf1, r.mf1_std),
+            "-" if r.num_seeds is None else str(int(r.num_seeds)),
             "-" if r.feature_dim is None else str(int(r.feature_dim)), r.settings or "-")
            for r in rows]
   if fmt == "markdown":
-    lines = ["| method | accuracy (%) | M-F1 (%) | features | settings |",
-             "|---|---:|---:|---:|---|"]
+    lines = [f"**{title[0]}**", ""] + title[1:] + [""] if title else []
+    lines += ["| method | accuracy (%) | M-F1 (%) | seeds | features | settings |",
+              "|---|---:|---:|---:|---:|---|"]
     lines += ["| " + " | ".join(c.replace("|", r"\|") for c in row) + " |" for row in cells]
     return "\n".join(lines) + "\n"
-  lines = [r"\begin{tabular}{lrrrl}", r"\toprule",
-           r"Method & Accuracy (\%) & M-F1 (\%) & Features & Settings \\", r"\midrule"]
+  lines = [f"% {line}" for line in title]
+  lines += [r"\begin{tabular}{lrrrrl}", r"\toprule",
+            r"Method & Accuracy (\%) & M-F1 (\%) & Seeds & Features & Settings \\", r"\midrule"]
   lines += [" & ".join(_latex_escape(c) for c in row) + r" \\" for row in cells]
   lines += [r"\bottomrule", r"\end{tabular}"]
   return "\n".join(lines) + "\n"
 
 
 def write_table5(rows: Sequence[Table5Row | Mapping], directory, *, stem: str = "table5",
-                 formats: Sequence[str] = FORMATS) -> list[pathlib.Path]:
+                 formats: Sequence[str] = FORMATS,
+                 title: Sequence[str] = ()) -> list[pathlib.Path]:
   """Writes ``stem.md``, ``stem.csv`` and ``stem.tex`` (those of ``formats``) atomically.
 
   Args:
@@ -222,11 +275,12 @@ def write_table5(rows: Sequence[Table5Row | Mapping], directory, *, stem: str = 
     directory: the output folder (created if needed).
     stem: file name without extension.
     formats: which of ``FORMATS`` to write.
+    title: as for :func:`format_table5`.
 
   Returns:
     The written paths.
   """
-  texts = {fmt: format_table5(rows, fmt) for fmt in formats}  # all checked before any write
+  texts = {fmt: format_table5(rows, fmt, title) for fmt in formats}  # all checked before any write
   directory = pathlib.Path(directory)
   return [atomic.write_text(directory / f"{stem}.{_EXTENSIONS[fmt]}", text)
           for fmt, text in texts.items()]

@@ -2,6 +2,11 @@
 
 Every variant of the paper's Table 4 is one ``MultiTaskNet`` and runs in the same training loop:
 
+The trunk is a ResNet (``'resnet34'``, ``'resnet18'``, ``'tiny'``) or one of the plain AlexNet- /
+VGG-style networks of ``mtl_flax.models.plain_cnns`` (``PLAIN_BACKBONES``, Table 5's baselines).
+Plain trunks have no stages, so they take ``'none'`` and ``'trace_norm'`` sharing only, and their
+dropout needs a PRNG key in ``apply`` when training.
+
 * ``'none'``: independent networks (T = 1 is single-task training);
 * ``'trace_norm'``: independent networks coupled only through a tensor trace-norm penalty on
   ``shareable_kernels(params)`` (see ``mtl_flax.trace_norm``);
@@ -36,29 +41,77 @@ import jax.numpy as jnp
 
 from mtl_flax import tasks as tasks_lib
 from mtl_flax.adversarial import Discriminator
+from mtl_flax.models import plain_cnns
 from mtl_flax.models import resnet
 
 SHARING_MODES = ("none", "trace_norm", "hard", "cross_stitch")
+# Sharing modes that need a trunk made of stages (hard sharing counts block convolutions,
+# cross-stitch units sit between stages): ResNet backbones only.
+STAGED_SHARING = ("hard", "cross_stitch")
 TASK_KINDS = tasks_lib.NAMES
-BACKBONES = ("resnet34", "resnet18", "tiny")
+RESNET_BACKBONES = {
+    "resnet34": resnet.ResNet34,
+    "resnet18": resnet.ResNet18,
+    "tiny": resnet.ResNetTiny,
+}
+# Table 5's plain networks; the '_tiny' ones are the same layouts at CPU size.
+PLAIN_BACKBONES = {
+    "alexnet": plain_cnns.AlexNet96,
+    "vgg": plain_cnns.VGG16_96,
+    "vgg11": plain_cnns.VGG11_96,
+    "alexnet_tiny": plain_cnns.AlexNetTiny,
+    "vgg_tiny": plain_cnns.VGGTiny,
+}
+BACKBONES = tuple(RESNET_BACKBONES) + tuple(PLAIN_BACKBONES)
 TASK_MAPS = ("unroll", "vmap")
 CROSS_STITCH_SELF = 0.9
 _CONV_NAME = re.compile(r"(conv|proj)\d+")
+# The dropout key of a training apply given no key (see `MultiTaskNet.apply`).
+_BATCH_DROPOUT_SEED = 0x5EED
 
 
-def backbone(name: str, dtype=jnp.float32) -> resnet.ResNet:
-  """The single-task ResNet called `name` (one of `BACKBONES`)."""
+def backbone(name: str, dtype=jnp.float32):
+  """The single-task trunk called `name` (one of `BACKBONES`): a ResNet or a `PlainCNN`."""
   return _backbone(name, dtype)
 
 
-def _backbone(name: str, dtype) -> resnet.ResNet:
-  if name == "resnet34":
-    return resnet.ResNet34(dtype=dtype)
-  if name == "resnet18":
-    return resnet.ResNet18(dtype=dtype)
-  if name == "tiny":
-    return resnet.ResNetTiny(dtype=dtype)
+def _backbone(name: str, dtype):
+  if name in RESNET_BACKBONES:
+    return RESNET_BACKBONES[name](dtype=dtype)
+  if name in PLAIN_BACKBONES:
+    return PLAIN_BACKBONES[name](dtype=dtype)
   raise ValueError(f"backbone: expected one of {BACKBONES}, got {name!r}")
+
+
+def is_resnet(trunk) -> bool:
+  """Whether `trunk` is made of ResNet stages (hard sharing and cross-stitch units need them)."""
+  return isinstance(trunk, resnet.ResNet)
+
+
+def conv_names(trunk) -> tuple[str, ...]:
+  """The trunk's convolution names in forward order (a ResNet's projections included)."""
+  if is_resnet(trunk):
+    return tuple(resnet.conv_layer_names(trunk.stage_sizes))
+  return tuple(trunk.conv_names)
+
+
+def uses_dropout(trunk) -> bool:
+  """Whether a training apply of `trunk` draws dropout masks (and so needs a key)."""
+  return (not is_resnet(trunk) and bool(trunk.fc_widths) and trunk.dropout_rate > 0)
+
+
+def batch_dropout_key(images: jax.Array) -> jax.Array:
+  """A dropout key drawn from the pixels of a batch: a fresh mask for every new batch.
+
+  For callers that pass no key to a training `MultiTaskNet.apply` (the train step passes one;
+  fine-tuning and the benchmarks' bare applies do not): training batches differ at every step
+  (fresh draws and augmentation), so the masks do too, and a resumed run recomputes them.
+  """
+  bits = jax.lax.bitcast_convert_type(
+      jnp.stack([jnp.sum(images, dtype=jnp.float32),
+                 jnp.sum(jnp.abs(images[..., :1]), dtype=jnp.float32)]), jnp.uint32)
+  key = jax.random.key(_BATCH_DROPOUT_SEED)
+  return jax.random.fold_in(jax.random.fold_in(key, bits[0]), bits[1])
 
 
 def hard_shared_layers(stage_sizes, k: int) -> tuple[str, ...]:
@@ -105,7 +158,8 @@ class MultiTaskNet:
   """Stacked task networks; every method is a pure function of its arguments (jit-friendly).
 
   Attributes:
-    trunk: the per-task ResNet (one module, vmapped over the task axis).
+    trunk: the per-task trunk (one module, vmapped over the task axis): a ResNet, or a
+      ``plain_cnns.PlainCNN`` (sharing 'none' or 'trace_norm' only).
     tasks: task names in task-axis order, each in ``TASK_KINDS``.
     num_classes: classes of the expression head.
     num_landmarks: points of the landmark head (outputs 2 * num_landmarks values).
@@ -117,7 +171,7 @@ class MultiTaskNet:
       (``jax.vmap``; XLA turns the per-task kernels into grouped convolutions, which XLA:CPU runs
       several times slower). Both give the same numbers.
   """
-  trunk: resnet.ResNet
+  trunk: Any  # resnet.ResNet | plain_cnns.PlainCNN
   tasks: tuple[str, ...]
   num_classes: int = 13
   num_landmarks: int = 68
@@ -139,6 +193,12 @@ class MultiTaskNet:
     if self.sharing != "hard" and self.hard_share_convs:
       raise ValueError(f"hard_share_convs={self.hard_share_convs} needs sharing='hard', got "
                        f"sharing={self.sharing!r}")
+    if not is_resnet(self.trunk):
+      if self.sharing in STAGED_SHARING:
+        raise ValueError(f"sharing={self.sharing!r} needs a ResNet backbone (stages to share or "
+                         f"to mix between); {type(self.trunk).__name__} trunks take sharing "
+                         f"'none' or 'trace_norm'")
+      return
     hard_shared_layers(self.trunk.stage_sizes, self.hard_share_convs)  # validates k
 
   @property
@@ -202,29 +262,42 @@ class MultiTaskNet:
           lambda a: jnp.broadcast_to(a, (self.num_tasks,) + a.shape), layer)
     return stacked
 
-  def _run_trunk(self, trunk_params, batch_stats, x, *, train, start, stop):
-    def run(p, bs, xt):
+  @property
+  def conv_names(self) -> tuple[str, ...]:
+    """The trunk's convolutions in forward order (the layer order of the Fig. 3 plots)."""
+    return conv_names(self.trunk)
+
+  def _run_trunk(self, trunk_params, batch_stats, x, *, train, start, stop, dropout_keys):
+    def run(p, bs, xt, key):
       variables = {"params": p, "batch_stats": bs}
       if not train:
         return self.trunk.apply(variables, xt, train=False, start=start, stop=stop), bs
+      rngs = {} if key is None else {"dropout": key}
       y, updates = self.trunk.apply(variables, xt, train=True, start=start, stop=stop,
-                                    mutable=["batch_stats"])
+                                    mutable=["batch_stats"], rngs=rngs)
       # Stage-wise calls update only their own layers; keep the others' statistics.
       return y, {**bs, **updates["batch_stats"]}
     if self.task_map == "vmap":
-      return jax.vmap(run)(trunk_params, batch_stats, x)
+      if dropout_keys is None:
+        return jax.vmap(lambda p, bs, xt: run(p, bs, xt, None))(trunk_params, batch_stats, x)
+      return jax.vmap(run)(trunk_params, batch_stats, x, dropout_keys)
     take = lambda t: (lambda a: a[t])
-    per_task = [run(jax.tree.map(take(t), trunk_params), jax.tree.map(take(t), batch_stats), x[t])
+    per_task = [run(jax.tree.map(take(t), trunk_params), jax.tree.map(take(t), batch_stats), x[t],
+                    None if dropout_keys is None else dropout_keys[t])
                 for t in range(self.num_tasks)]
     return jax.tree.map(lambda *a: jnp.stack(a), *per_task)
 
-  def apply(self, variables, images: jax.Array, *, train: bool):
+  def apply(self, variables, images: jax.Array, *, train: bool, rng: jax.Array | None = None):
     """Runs every task network on its own batch.
 
     Args:
       variables: from ``init`` (or updated).
       images: (T, B, H, W, C), task t's batch at index t.
-      train: BatchNorm uses and updates batch statistics when True.
+      train: BatchNorm uses and updates batch statistics when True (and dropout, for trunks
+        that have it, is active).
+      rng: the dropout key of a training apply (split into one key per task); read only by
+        trunks with dropout (``uses_dropout``). None draws it from the batch's pixels
+        (``batch_dropout_key``), so callers that thread no key still get a new mask per batch.
 
     Returns:
       ``(features, outputs, new_batch_stats)``: features (T, B, feature_dim); outputs a tuple of T
@@ -235,15 +308,20 @@ class MultiTaskNet:
     params = variables["params"]
     trunk_params = self.stacked_trunk_params(params)
     stats = variables["batch_stats"]["trunk"]
+    dropout_keys = None
+    if train and uses_dropout(self.trunk):
+      key = batch_dropout_key(images) if rng is None else rng
+      dropout_keys = jax.random.split(key, self.num_tasks)
     if self.sharing == "cross_stitch":
       x = images
       for s in range(resnet.NUM_STAGES):
-        x, stats = self._run_trunk(trunk_params, stats, x, train=train, start=s, stop=s + 1)
+        x, stats = self._run_trunk(trunk_params, stats, x, train=train, start=s, stop=s + 1,
+                                   dropout_keys=None)
         x = jnp.einsum("ts,s...->t...", params["cross_stitch"][f"stage{s}"].astype(x.dtype), x)
       features = x
     else:
       features, stats = self._run_trunk(trunk_params, stats, images, train=train, start=0,
-                                        stop=resnet.NUM_STAGES)
+                                        stop=resnet.NUM_STAGES, dropout_keys=dropout_keys)
     outputs = tuple(self.apply_head(params["heads"][task], task, features[t])
                     for t, task in enumerate(self.tasks))
     new_batch_stats = {"trunk": stats} if train else variables["batch_stats"]
@@ -309,7 +387,9 @@ def build_multitask(*, backbone: str = "resnet34", num_classes: int = 13, num_la
   """Builds a MultiTaskNet.
 
   Args:
-    backbone: 'resnet34' (the paper's), 'resnet18', or 'tiny' (stages 1,1,1,1, width 8; CPU).
+    backbone: 'resnet34' (the paper's), 'resnet18', 'tiny' (stages 1,1,1,1, width 8; CPU), or a
+      plain network of ``PLAIN_BACKBONES`` ('alexnet', 'vgg' (VGG-16), 'vgg11', and the
+      CPU-sized 'alexnet_tiny', 'vgg_tiny'; sharing 'none' or 'trace_norm').
     num_classes: expression classes.
     num_landmarks: landmark points.
     sharing: 'none', 'trace_norm', 'hard' or 'cross_stitch'.

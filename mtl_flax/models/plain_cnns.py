@@ -88,6 +88,13 @@ class PlainCNN(nn.Module):
     return int([layer for layer in self.layers if layer[0] == "conv"][-1][1])
 
   @property
+  def stage_sizes(self):
+    """Refused: a plain network has no stages (asked for by hard sharing up to a stage)."""
+    raise ValueError("model.hard_share_convs / sharing: a plain AlexNet- / VGG-style backbone has "
+                     "no stages to share or to mix between; use a ResNet backbone, or sharing "
+                     "'none' or 'trace_norm'")
+
+  @property
   def conv_names(self) -> tuple[str, ...]:
     """Names of the convolutions in forward order (``conv00``, ``conv01``, ...)."""
     count = sum(layer[0] == "conv" for layer in self.layers)
