@@ -201,6 +201,7 @@ def _save_start_checkpoint(workdir: pathlib.Path, config) -> None:
     ckpt.save(1, state, force=True)
 
 
+@pytest.mark.slow  # three processes compiling the training step: ~60 s of CPU
 def test_two_processes_resume_and_train_like_one(tmp_path):
   """Resumed from the same checkpoint (step 1), two processes (1 device each) end with the
   parameters and metrics of one process (2 devices).
