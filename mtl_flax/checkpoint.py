@@ -12,6 +12,12 @@ A checkpoint that cannot be read (a truncated file, a missing item, unreadable m
 refused): `restore_latest` then falls back to the newest intact step and logs a warning naming
 the damaged step folders; when no step is intact it raises `DamagedCheckpointError`, one line
 naming the checkpoint folder and its steps.
+
+Several processes (hosts) save and restore together through Orbax's multi-process support:
+every process calls `save` / `restore_latest` with the same global arrays, each writes the
+shards it holds (a replicated leaf once) into the one checkpoint folder, which all of them must
+see (a shared file system), and process 0 writes the metadata and commits the step. Damaged
+steps are moved aside by process 0 alone.
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from subtle_core import distributed
 
 
 class CheckpointMismatch(ValueError):
@@ -130,7 +138,7 @@ class Checkpointer:
             f"({_describe_difference(meta[key], value)}); use another workdir, or delete "
             f"{self.directory} to start afresh")
     compare_signatures(meta.get("signature", {}), tree_signature(target), where=str(where))
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
+    abstract = jax.tree_util.tree_map(_restore_struct, target)
     restored = self._manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     return restored["state"]
@@ -179,15 +187,18 @@ class Checkpointer:
       action = "delete " + ", ".join(map(str, folders))
     else:
       set_aside = pathlib.Path(set_aside)
-      set_aside.mkdir(parents=True, exist_ok=True)
-      moved = []
-      for folder in folders:
-        dest = set_aside / folder.name
-        n = 1
-        while dest.exists():
-          dest, n = set_aside / f"{folder.name}.{n}", n + 1
-        shutil.move(str(folder), str(dest))
-        moved.append(str(dest))
+      moved = [str(set_aside)]  # what the other processes report: process 0 moves them
+      if jax.process_index() == 0:
+        set_aside.mkdir(parents=True, exist_ok=True)
+        moved = []
+        for folder in folders:
+          dest = set_aside / folder.name
+          n = 1
+          while dest.exists():
+            dest, n = set_aside / f"{folder.name}.{n}", n + 1
+          shutil.move(str(folder), str(dest))
+          moved.append(str(dest))
+      distributed.barrier("checkpoint_set_aside")
       self._manager.reload()
       action = f"moved them to {', '.join(moved)} (delete them when no longer needed)"
     logging.warning("checkpoint step(s) %s in %s cannot be restored (%s); using step %d, the "
@@ -206,6 +217,20 @@ class Checkpointer:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def _restore_struct(leaf) -> jax.ShapeDtypeStruct:
+  """What a target leaf is restored as: its shape, dtype and sharding.
+
+  A leaf without a sharding (a host array) is restored onto this process's first device, not
+  onto the devices it was saved from: a checkpoint written by several processes is then readable
+  by one (fine-tuning, `inference.load_run`).
+  """
+  struct = ocp.utils.to_shape_dtype_struct(leaf)
+  if getattr(struct, "sharding", None) is None:
+    first = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=first)
+  return struct
 
 
 def _describe_difference(saved, now) -> str:

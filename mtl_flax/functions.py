@@ -97,12 +97,13 @@ def _compiled(compute: settings_lib.ComputeSettings, devices: tuple) -> Compiled
 
 
 def compiled(compute: settings_lib.ComputeSettings, devices=None) -> Compiled:
-  """The model and jitted functions of `compute` on `devices` (default: the local devices).
+  """The model and jitted functions of `compute` on `devices` (default: every device of every
+  process, `sharding.process_devices`; alone, the local devices).
 
   Cached on the settings object, so repeated runs in one process (notebooks, resume, the
   Table-4 script re-reading rows) do not recompile.
   """
-  return _compiled(compute, tuple(jax.local_devices() if devices is None else devices))
+  return _compiled(compute, tuple(sharding_lib.process_devices() if devices is None else devices))
 
 
 def root_key(compute: settings_lib.ComputeSettings, seed: int) -> jax.Array:

@@ -4,6 +4,11 @@ The input path: `device_pipeline.HostBatches` gathers each step's uint8 images a
 (a pure function of the seed and the step, so a resumed run needs no iterator state), and
 `device_pipeline.prefetch_to_device` puts the next batch on the devices while the current step
 runs; the augmentation happens inside the jitted step (`step`, `data.device_augment`).
+
+On several processes (hosts) each gathers only its rows of every global batch and the prefetch
+assembles the global arrays (`sharding`); the step, keyed by the global sample index, sees the
+batch a single process would. Each process evaluates on its own copy of the state; only process
+0's writer writes.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import jax
 from mtl_flax import evaluate as evaluate_lib
 from mtl_flax import metric_writer
 from mtl_flax import settings as settings_lib
+from mtl_flax import sharding as sharding_lib
 from mtl_flax.data import device_pipeline
 
 PREFETCH = 2  # batches on their way to the devices ahead of the step
@@ -23,14 +29,20 @@ PREFETCH = 2  # batches on their way to the devices ahead of the step
 
 def host_batches(settings: settings_lib.TrainSettings,
                  train_data: dict) -> device_pipeline.HostBatches:
-  """The run's un-augmented uint8 batches (`HostBatches` of its tasks, batch size and seed).
+  """The run's un-augmented uint8 batches (`HostBatches` of its tasks, batch size and seed):
+  this process's rows of them on several processes.
 
   Args:
     settings: the run's settings.
     train_data: task -> `pipeline.TaskData` (images may be memory-mapped uint8).
   """
+  count = jax.process_count()
+  if settings.batch_size % count:
+    raise ValueError(f"config.batch_size={settings.batch_size} (per task, the global batch) is "
+                     f"not divisible by the {count} processes")
   return device_pipeline.HostBatches(train_data, settings.tasks, settings.batch_size,
-                                     seed=settings.seed)
+                                     seed=settings.seed, process_index=jax.process_index(),
+                                     process_count=count)
 
 
 def device_batches(settings: settings_lib.TrainSettings, compiled, train_data: dict, *,
@@ -74,7 +86,7 @@ def run(settings: settings_lib.TrainSettings, compiled, state, *, start: int, en
   """
   mesh, model = compiled.mesh, compiled.model
   num_steps = settings.compute.num_steps
-  eval_kwargs = dict(batch_size=settings.eval_batch_size, mesh=mesh,
+  eval_kwargs = dict(batch_size=settings.eval_batch_size, mesh=sharding_lib.local_mesh(mesh),
                      nme_normalisation=settings.compute.losses.nme_normalisation)
   last_eval = {}
   batches = device_batches(settings, compiled, train_data, start=start) if end > start else ()
@@ -88,8 +100,10 @@ def run(settings: settings_lib.TrainSettings, compiled, state, *, start: int, en
       scalars["steps_per_second"] = (step - start) / max(time.time() - t0, 1e-9)
       writer.write(step, scalars, prefix="train/")
     if step % settings.eval_every == 0 or step == num_steps:
-      last_eval, _ = evaluate_lib.evaluate(compiled.eval_step, state, test_data, model.tasks,
-                                           **eval_kwargs)
+      # Every process evaluates the whole test sets on its own copy of the state.
+      last_eval, _ = evaluate_lib.evaluate(compiled.eval_step,
+                                           sharding_lib.host_local_copy(state, mesh), test_data,
+                                           model.tasks, **eval_kwargs)
       metric_writer.check_finite(step, last_eval)
       writer.write(step, last_eval, prefix="eval/")
     if step % settings.checkpoint_every == 0 or step == end:

@@ -1,4 +1,8 @@
-"""Metric writing: JSON lines (and TensorBoard events when a writer is installed), NaN checks."""
+"""Metric writing: JSON lines (and TensorBoard events when a writer is installed), NaN checks.
+
+On several processes (hosts) only process 0 writes: the others' `MetricWriter` writes nothing,
+and :func:`write_json` is a no-op there.
+"""
 from __future__ import annotations
 
 import json
@@ -7,13 +11,21 @@ import pathlib
 import numpy as np
 
 from subtle_core import atomic
+from subtle_core import distributed
 
 
 class MetricWriter:
-  """Appends JSON lines to workdir/metrics.jsonl (and TensorBoard events when available)."""
+  """Appends JSON lines to workdir/metrics.jsonl (and TensorBoard events when available).
+
+  On a process other than 0 of several it writes nothing.
+  """
 
   def __init__(self, workdir: pathlib.Path, *, resume_step: int):
     self.path = workdir / "metrics.jsonl"
+    self.active = distributed.is_main_process()
+    self._tb = None
+    if not self.active:
+      return
     if self.path.exists():
       # Drop records past the checkpoint we resume from: those steps are recomputed.
       kept = []
@@ -27,6 +39,8 @@ class MetricWriter:
     self._tb = _tensorboard_writer(workdir / "tensorboard")
 
   def write(self, step: int, scalars: dict, prefix: str = ""):
+    if not self.active:
+      return
     record = {"step": int(step), **{prefix + k: _to_float(v) for k, v in scalars.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
@@ -77,7 +91,9 @@ def _tensorboard_writer(logdir):
 
 
 def write_json(path, obj):
-  """Writes `obj` as indented JSON, atomically."""
+  """Writes `obj` as indented JSON, atomically (on process 0 only, when there are several)."""
+  if not distributed.is_main_process():
+    return
   atomic.write_text(pathlib.Path(path), json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 

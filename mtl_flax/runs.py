@@ -13,6 +13,7 @@ import logging
 import pathlib
 
 from subtle_core import atomic
+from subtle_core import distributed
 from subtle_core import runfolder
 
 # Config fields that change no result of a run (logging, evaluation and checkpoint cadence).
@@ -93,7 +94,12 @@ def check_run(workdir, config, *, on_mismatch: runfolder.OnMismatch, hint: str =
 
 
 def save_run(workdir, config) -> None:
-  """Writes `config.json` (the whole config, read by fine-tuning) and the run's fingerprint."""
+  """Writes `config.json` (the whole config, read by fine-tuning) and the run's fingerprint.
+
+  On several processes only process 0 writes.
+  """
+  if not distributed.is_main_process():
+    return
   workdir = pathlib.Path(workdir)
   runfolder.ResultStore(workdir).save_json(FINGERPRINT_NAME, run_fingerprint(config),
                                            {"config": "config.json"})

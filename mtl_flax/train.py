@@ -12,9 +12,15 @@ Mixed precision: `config.model.dtype='bfloat16'` runs the activations in bfloat1
 optimiser state, losses and trace-norm factorisations stay float32, so checkpoints are the same
 either way. The dtype is part of the run's fingerprint (`config.json`) and its summary.
 
-Data parallelism: a `jax.sharding.Mesh` over every local device with one 'data' axis; the batch
+Data parallelism: a `jax.sharding.Mesh` over every device with one 'data' axis; the batch
 is sharded along its batch axis, the train state replicated, and `jax.jit` inserts the
 all-reduces (BatchNorm statistics are computed over the global batch).
+
+Several hosts (`experiments.mtl --coordinator_address ... --num_processes N --process_id I`):
+the mesh spans every process's devices; each process loads and feeds its share of every global
+batch (`sharding`), all of them save and restore the checkpoints together (`checkpoint`), each
+evaluates the whole test sets on its own copy of the state, and process 0 alone writes the
+metrics, `config.json`, plots, features and `summary.json`.
 
 The helpers that used to live here are re-exported under their old names for callers that
 still pass a raw config (`build_model(config)`, `compiled_functions(config)`, ...).
@@ -42,6 +48,7 @@ from mtl_flax import sharding
 from mtl_flax import step as step_lib
 from mtl_flax.models import multitask  # noqa: F401  (re-exported: train.multitask)
 from subtle_core import atomic
+from subtle_core import distributed
 
 # Re-exported under their former names.
 NON_RESULT_FIELDS = runs.NON_RESULT_FIELDS
@@ -121,7 +128,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
       datasets_lib.check_data_config(task, settings.data_for(task))
   compiled = functions.compiled(compute)
   model, mesh = compiled.model, compiled.mesh
-  replicated = sharding.replicated(mesh)
   init_rng, step_rng = jax.random.split(functions.root_key(compute, settings.seed))
   if datasets is None:
     train_data, test_data = datasets_lib.load_datasets(
@@ -137,8 +143,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
                                      keep=settings.keep_checkpoints,
                                      metadata={"architecture": compute.model.architecture()})
   try:
-    state = jax.device_put(
-        ckpt.restore_latest(state, set_aside=workdir / "damaged_checkpoints"), replicated)
+    state = sharding.replicate(
+        ckpt.restore_latest(state, set_aside=workdir / "damaged_checkpoints"), mesh)
   except Exception:
     ckpt.close()
     raise
@@ -153,7 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   end = num_steps if stop_at_step is None else min(stop_at_step, num_steps)
   try:
     result = loop.run(settings, compiled, state, start=start, end=end,
-                      step_rng=jax.device_put(step_rng, replicated), train_data=train_data,
+                      step_rng=sharding.replicate(step_rng, mesh), train_data=train_data,
                       test_data=test_data, writer=writer, checkpointer=ckpt)
   finally:
     ckpt.close()
@@ -182,9 +188,11 @@ def _final_outputs(settings, compiled, state, test_data, init_rng, workdir) -> d
   """The final evaluation, trace norms, features and plots of a finished run."""
   model = compiled.model
   kind = settings.compute.regulariser.kind
+  main = distributed.is_main_process()
   final_eval, features = evaluate_lib.evaluate(
-      compiled.eval_step, state, test_data, model.tasks, batch_size=settings.eval_batch_size,
-      mesh=compiled.mesh, nme_normalisation=settings.compute.losses.nme_normalisation,
+      compiled.eval_step, sharding.host_local_copy(state, compiled.mesh), test_data, model.tasks,
+      batch_size=settings.eval_batch_size, mesh=sharding.local_mesh(compiled.mesh),
+      nme_normalisation=settings.compute.losses.nme_normalisation,
       max_features=settings.embedding_max_points)
   out = {"eval": final_eval}
   # The initialisation is a deterministic function of the seed, so the initial norms of a
@@ -198,13 +206,14 @@ def _final_outputs(settings, compiled, state, test_data, init_rng, workdir) -> d
     out["trace_norm_final"] = final_norms
     out["decrease_rates"] = metrics_lib.decrease_rates(initial_norms, final_norms)
   two_datasets = len(model.tasks) == 2 and all(len(f) for f in features.values())
-  if two_datasets:
+  if two_datasets and main:
     with atomic.atomic_path(workdir / "features.npz") as tmp:
       with open(tmp, "wb") as f:
         np.savez(f, **features)
+  if two_datasets:
     out["domain_separability"] = evaluate_lib.domain_separability(
         features[model.tasks[0]], features[model.tasks[1]])
-  if settings.plots:
+  if settings.plots and main:
     if "decrease_rates" in out:
       evaluate_lib.plot_decrease_rates({out["trace_norm_kind"].upper(): out["decrease_rates"]},
                                        workdir / "decrease_rates.png")

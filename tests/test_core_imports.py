@@ -73,8 +73,8 @@ def _packages(loaded: set[str]) -> set[str]:
 def test_importing_subtle_core_loads_neither_system_nor_jax():
   loaded = _loaded_after_importing(
       "subtle_core", "subtle_core.atomic", "subtle_core.runfolder", "subtle_core.cli",
-      "subtle_core.images", "subtle_core.seeding", "subtle_core.faces.ibug",
-      "subtle_core.faces.detect", "subtle_core.faces.render")
+      "subtle_core.images", "subtle_core.seeding", "subtle_core.distributed",
+      "subtle_core.faces.ibug", "subtle_core.faces.detect", "subtle_core.faces.render")
   assert "subtle_core.faces.render" in loaded  # the probe imported what it was asked
   assert _packages(loaded) == {"subtle_core"}
 

@@ -37,16 +37,25 @@ Every file is written atomically. Grid chunks are kept in a
 chunk size and solver settings, and the chunk's grid points); ``<setup>`` is that fingerprint's
 digest without the chunk. An interrupted run resumes from the chunks already written; a damaged
 chunk, or one made under other settings, is recomputed.
+
+On several processes (``experiments.cdmer --coordinator_address ... --num_processes N
+--process_id I``; :mod:`subtle_core.distributed`) every process reads (or generates) the data
+and solves its share of each TGSR grid's chunks (:func:`tgsr_jax.sweep.iter_sweep`); process 0
+gathers them, keeps the chunk store and alone writes every output and runs the comparison and
+the refits of the selected points. Generated data of the other processes go to a temporary
+folder, not the workdir.
 """
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+import tempfile
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from subtle_core import distributed
 from subtle_core import runfolder
 from tgsr_jax import cdmer_io
 from tgsr_jax import layout
@@ -195,8 +204,13 @@ def check_source_classes(source: cdmer_io.FeatureSet, classes: tuple[int, ...]) 
 
 def _sweep_grid(prepared: sweep_lib.PreparedSweep, fields: dict[str, Any],
                 settings: CdmerSettings, chunk_root: pathlib.Path,
-                bar: tqdm | None) -> sweep_lib.SweepResult:
-  """Solves the grid chunk by chunk, reusing every chunk stored under its fingerprint."""
+                bar: tqdm | None) -> sweep_lib.SweepResult | None:
+  """Solves the grid chunk by chunk, reusing every chunk stored under its fingerprint.
+
+  On several processes only process 0 reads and writes the store and returns the result (the
+  others solve their share of the chunks and return None).
+  """
+  main = distributed.is_main_process()
   kappa, xi = sweep_lib.grid_points(settings.kappas, settings.xis)
   setup = runfolder.fingerprint(**fields)
   store = runfolder.ResultStore(chunk_root / setup.digest)
@@ -207,6 +221,8 @@ def _sweep_grid(prepared: sweep_lib.PreparedSweep, fields: dict[str, Any],
     """Whether chunk `index` is saved with these settings and grid points (then it is reused)."""
     # The setup's stored fields (arrays already digested) plus the chunk's grid points.
     prints[index] = runfolder.fingerprint(**setup.fields, chunk=np.asarray(idx, np.int64))
+    if not main:
+      return False  # process 0's store decides
     arrays = store.load_arrays(f"chunk_{index:05d}", prints[index])
     if arrays is not None and all(n in arrays for n in names):
       saved[index] = sweep_lib.SweepResult(**{n: arrays[n] for n in names})
@@ -215,6 +231,8 @@ def _sweep_grid(prepared: sweep_lib.PreparedSweep, fields: dict[str, Any],
   parts, order = [], []
   for index, idx, result in sweep_lib.iter_sweep(prepared, kappa, xi,
                                                  chunk_size=settings.chunk_size, skip=load_saved):
+    if not main:
+      continue
     if result is None:
       result = saved.pop(index)
     else:
@@ -223,6 +241,8 @@ def _sweep_grid(prepared: sweep_lib.PreparedSweep, fields: dict[str, Any],
     order.append(idx)
     if bar is not None:
       bar.update(idx.size)
+  if not main:
+    return None
   merged = sweep_lib.SweepResult.concatenate(parts)
   inverse = np.argsort(np.concatenate(order))
   return sweep_lib.SweepResult(**{n: getattr(merged, n)[inverse] for n in names})
@@ -254,7 +274,8 @@ def sweep_experiment(exp: protocol.Experiment, source: cdmer_io.FeatureSet,
     setup: recorded in ``best.json`` (see :func:`describe_setup`).
 
   Returns:
-    The contents of ``best.json`` and every grid point's scores.
+    The contents of ``best.json`` and every grid point's scores; (None, None) on a process other
+    than 0 of several (it solves its share of the grid and writes nothing).
   """
   settings = cdmer_settings(settings)
   classes = settings.classes
@@ -274,6 +295,8 @@ def sweep_experiment(exp: protocol.Experiment, source: cdmer_io.FeatureSet,
     raise ValueError(f"config.kappas must lie in [1, {num_groups}], got {list(settings.kappas)}")
   result = _sweep_grid(prepared, setup_fingerprint(source, target, settings), settings,
                        out_dir / "chunks", bar)
+  if result is None:
+    return None, None
   best, selected, group_weights = best_record(exp, source, target, result, groups, ys, yt,
                                               settings)
   if setup is not None:
@@ -394,10 +417,13 @@ def run(config, workdir: str | pathlib.Path) -> list[dict[str, Any]]:
     workdir: output folder (created; reruns resume from it).
 
   Returns:
-    TGSR's best point of every experiment (the contents of each ``best.json``).
+    TGSR's best point of every experiment (the contents of each ``best.json``); on a process
+    other than 0 of several, an empty list (see the module docstring).
   """
   settings = cdmer_settings(config)
   workdir = pathlib.Path(workdir)
+  if not distributed.is_main_process():
+    return _run_share(settings)
   workdir.mkdir(parents=True, exist_ok=True)
   data = load_databases(settings, workdir)
   for exp in settings.experiments:  # before any sweep, not after the earlier experiments finished
@@ -421,3 +447,17 @@ def run(config, workdir: str | pathlib.Path) -> list[dict[str, Any]]:
   else:
     write_summary(bests, workdir, setup)
   return bests
+
+
+def _run_share(settings: CdmerSettings) -> list:
+  """A process other than 0: its share of every TGSR sweep, writing nothing in the workdir."""
+  if "TGSR" not in settings.methods:
+    return []
+  with tempfile.TemporaryDirectory(prefix="cdmer_process_") as scratch:
+    data = load_databases(settings, pathlib.Path(scratch))
+    for exp in settings.experiments:  # process 0 checks them all before any sweep, as here
+      check_source_classes(data.feature_sets[exp.source], settings.classes)
+    for exp in settings.experiments:
+      sweep_experiment(exp, data.feature_sets[exp.source], data.feature_sets[exp.target],
+                       settings, pathlib.Path(scratch) / exp.folder)
+  return []

@@ -3,7 +3,8 @@
 Every grid point shares the thin QR of ``[Xs^T, d]`` (:func:`tgsr_jax.solver.prepare_problem`);
 each xi adds one small eigendecomposition; the ALM iterations of a chunk of grid points run as one
 ``jax.vmap``-ed ``while_loop`` whose products with the shared ``Q`` become matrix-matrix products.
-The grid-point axis of a chunk is sharded over every local device.
+The grid-point axis of a chunk is sharded over every local device; on several processes
+(hosts) each solves its share of the chunks and the results are gathered (:func:`iter_sweep`).
 
 Grid points are scheduled in chunks of ``chunk_size`` (bounded memory: two (Kd, C) matrices per
 grid point), ordered by kappa so that a chunk's points need similar numbers of iterations.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 from typing import Callable, Iterable, Iterator
 
@@ -20,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from subtle_core import distributed
 from tgsr_jax import gram_engine
 from tgsr_jax import metrics
 from tgsr_jax import solver
@@ -346,12 +349,42 @@ def iter_sweep(prepared: PreparedSweep, kappa: np.ndarray, xi: np.ndarray, *, ch
 
   ``indices`` index into the ``kappa``/``xi`` arrays, so callers can persist chunks and resume:
   ``skip(chunk_index, indices)`` returning True (e.g. the chunk is saved) skips the solve.
+
+  On several processes (:mod:`subtle_core.distributed`) every process calls this with the same
+  arguments. ``skip`` is called on every process for every chunk before any solve, and process
+  0's answers count for all. The chunks left are dealt round-robin, one per process per round;
+  each round's results are gathered on every process (exact: the arrays travel as bytes), so
+  each process yields every chunk, skipped ones first, then round by round. A caller that saves
+  the results (process 0) thus loses at most one round when the run is interrupted.
   """
-  for index, idx in enumerate(plan_chunks(kappa, xi, chunk_size)):
-    if skip is not None and skip(index, idx):
-      yield index, idx, None
-      continue
-    yield index, idx, prepared.solve(kappa[idx], xi[idx])
+  chunks = plan_chunks(kappa, xi, chunk_size)
+  count = distributed.process_count()
+  if count == 1:
+    for index, idx in enumerate(chunks):
+      if skip is not None and skip(index, idx):
+        yield index, idx, None
+        continue
+      yield index, idx, prepared.solve(kappa[idx], xi[idx])
+    return
+  skipped = np.asarray([bool(skip(index, idx)) if skip is not None else False
+                        for index, idx in enumerate(chunks)], bool)
+  skipped = distributed.broadcast_arrays({"skipped": skipped})["skipped"]
+  for index in np.flatnonzero(skipped):
+    yield int(index), chunks[index], None
+  todo = np.flatnonzero(~skipped)
+  rank = distributed.process_index()
+  names = [f.name for f in dataclasses.fields(SweepResult)]
+  for start in range(0, todo.size, count):
+    share = todo[start:start + count]
+    mine = None
+    if rank < share.size:
+      idx = chunks[share[rank]]
+      logging.info("process %d of %d: grid chunk %d (%d points)", rank, count, share[rank],
+                   idx.size)
+      mine = dataclasses.asdict(prepared.solve(kappa[idx], xi[idx]))
+    gathered = distributed.all_gather_arrays(mine)
+    for index, arrays in zip(share, gathered):
+      yield int(index), chunks[index], SweepResult(**{n: arrays[n] for n in names})
 
 
 def sweep(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, yt: np.ndarray, *, groups: np.ndarray,
@@ -369,7 +402,8 @@ def sweep(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, yt: np.ndarray, *, gro
     progress: called with the number of grid points finished after each chunk.
 
   Returns:
-    A :class:`SweepResult` in kappa-major grid order (the authors' loop order).
+    A :class:`SweepResult` in kappa-major grid order (the authors' loop order); on several
+    processes every process gets the whole result.
   """
   kappa, xi = grid_points(kappas, xis)
   if kappa.size == 0:

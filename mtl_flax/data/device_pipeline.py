@@ -14,6 +14,12 @@ A host batch for tasks ('expression', 'landmarks') is the dict
   labels:    (B,) int32            (when 'expression' is a task),
   landmarks: (B, 136) float32      (when 'landmarks' is a task),
 i.e. exactly `pipeline.train_batch(step, ..., augmentation=False)`.
+
+On several processes (hosts) B stays the global batch size: process p of P gathers only rows
+[p B / P, (p + 1) B / P) of every task's batch (``HostBatches(..., process_index=p,
+process_count=P)``), and `prefetch_to_device` assembles the global arrays from the processes'
+shares (`jax.make_array_from_process_local_data`). The global batch of a step is therefore the
+same whatever the number of processes.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from typing import Iterable, Iterator, Sequence
 import jax
 import numpy as np
 
+from mtl_flax import sharding as sharding_lib
 from mtl_flax.data import pipeline
 
 
@@ -36,12 +43,23 @@ class HostBatches:
     batch_size: B per task.
     seed: data seed (as `pipeline.train_batch`'s).
     cached_epochs: how many epoch permutations per task to keep.
+    process_index, process_count: this process's share of the global batch (see the module
+      docstring); B must divide evenly among the processes.
   """
 
   def __init__(self, datasets: dict, tasks: Sequence[str], batch_size: int, *, seed: int,
-               cached_epochs: int = 2):
+               cached_epochs: int = 2, process_index: int = 0, process_count: int = 1):
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if process_count < 1 or not 0 <= process_index < process_count:
+      raise ValueError(f"HostBatches: process_index must lie in [0, {process_count}), got "
+                       f"{process_index}")
+    if batch_size % process_count:
+      raise ValueError(f"batch_size {batch_size} (per task, global) is not divisible by the "
+                       f"{process_count} processes")
+    self.local_batch_size = batch_size // process_count
+    self.local_rows = slice(process_index * self.local_batch_size,
+                            (process_index + 1) * self.local_batch_size)
     self.datasets = {t: datasets[t] for t in tasks}
     self.tasks = tuple(tasks)
     self.batch_size = batch_size
@@ -76,16 +94,17 @@ class HostBatches:
     return out
 
   def __call__(self, step: int) -> dict:
-    """The host batch of step ``step`` (see the module docstring)."""
+    """This process's share of the host batch of step ``step`` (see the module docstring)."""
     first = self.datasets[self.tasks[0]].images
-    images = np.empty((len(self.tasks), self.batch_size) + first.shape[1:], np.uint8)
+    local = self.local_batch_size
+    images = np.empty((len(self.tasks), local) + first.shape[1:], np.uint8)
     batch = {}
     for t, task in enumerate(self.tasks):
       data = self.datasets[task]
       if data.images.shape[1:] != first.shape[1:]:
         raise ValueError(f"HostBatches: {task} images are {data.images.shape[1:]}, the "
                          f"{self.tasks[0]} images {first.shape[1:]}; every task needs one size")
-      idx = self.indices(task, step)
+      idx = self.indices(task, step)[self.local_rows]
       # mode='clip' (the indices are valid): with the default 'raise', `out` is buffered, a
       # second copy that makes the gather 5 x slower.
       np.take(data.images, idx, axis=0, out=images[t], mode="clip")
@@ -93,7 +112,7 @@ class HostBatches:
       if task == "expression":
         batch["labels"] = targets.astype(np.int32)
       else:
-        batch["landmarks"] = targets.reshape(self.batch_size, -1).astype(np.float32)
+        batch["landmarks"] = targets.reshape(local, -1).astype(np.float32)
     batch["images"] = images
     return batch
 
@@ -114,7 +133,9 @@ def prefetch_to_device(iterator: Iterable, size: int = 2, sharding=None) -> Iter
     iterator: yields pytrees of host arrays.
     size: number of items in flight (>= 1).
     sharding: a `jax.sharding.Sharding`, or a pytree of them matching each item (e.g.
-      `train.batch_shardings(mesh, batch)`), or None for the default device.
+      `sharding.batch_shardings(mesh, batch)`), or None for the default device. On several
+      processes the items are this process's shares, assembled into global arrays
+      (`sharding.put_process_local`).
 
   Yields:
     The items, as device arrays, in order.
@@ -124,9 +145,12 @@ def prefetch_to_device(iterator: Iterable, size: int = 2, sharding=None) -> Iter
   queue = collections.deque()
   iterator = iter(iterator)
 
+  put = (sharding_lib.put_process_local if sharding is not None and jax.process_count() > 1
+         else jax.device_put)
+
   def enqueue(count):
     for item in itertools.islice(iterator, count):
-      queue.append(jax.device_put(item, sharding))
+      queue.append(put(item, sharding))
 
   enqueue(size)
   while queue:
