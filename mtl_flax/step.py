@@ -155,4 +155,4 @@ def train_step_for(model, tx, compute: settings_lib.ComputeSettings):
       model, tx, num_steps=compute.num_steps, regulariser=reg.kind, strength=reg.strength,
       gammas=reg.gammas, svd_method=reg.method, ada=ada.enabled, ada_mode=ada.mode,
       ada_weight=ada.weight, landmark_loss_kind=compute.losses.landmark_loss,
-      nme_normalisation=compute.losses.nme_normalisation)
+      nme_normalisation=compute.losses.nme_normalisation, augment=compute.augment)
