@@ -108,6 +108,12 @@ def get_config(arg=None):
       "expression": _data_config("synthetic", 1040, 0.2),
       "landmarks": _data_config("synthetic", 800, 0.2),
   })
+  # The synthetic data (docs/synthetic_mtl.md): 'planted' (expression classes are small landmark
+  # displacements that the landmark faces show too), 'control' (neutral landmark faces) or
+  # 'independent' (no planted link). Set this field; the tasks' fields follow it.
+  config.data.synthetic = "planted"
+  for task in ("expression", "landmarks"):
+    config.data[task].synthetic = config.data.get_ref("synthetic")
   config.embedding = ml_collections.ConfigDict({
       "method": "pca",  # 'pca' | 'tsne' (needs scikit-learn)
       "max_points": 500,  # per dataset

@@ -18,6 +18,11 @@ def _get(data, name, default=""):
   return getattr(data, name, default)
 
 
+def _synthetic_variant(data) -> str:
+  # Configs written before the planted data existed generated the 'independent' data.
+  return _get(data, "synthetic", "independent")
+
+
 def check_data_config(task: str, data) -> None:
   """Raises ValueError naming the field when `data.<task>` cannot be what the user meant.
 
@@ -33,6 +38,7 @@ def check_data_config(task: str, data) -> None:
     raise ValueError(f"{field}.source: unknown source {source!r}; expected one of "
                      f"{', '.join(map(repr, sources))}")
   if source == "synthetic":
+    tasks_lib.check_synthetic_variant(f"{field}.synthetic", _synthetic_variant(data))
     for name in ("path", "test_path"):
       if _get(data, name):
         raise ValueError(
@@ -62,7 +68,8 @@ def describe_data(tasks, data_for, seed: int) -> dict:
     split = f"{d.test_fraction:.0%} held out for testing (by subject where known)"
     if d.source == "synthetic":
       seed_used = seed + tasks_lib.get(task).synthetic_seed_offset
-      out[task] = f"synthetic, seed {seed_used}, {d.num} samples; {split}"
+      out[task] = (f"synthetic, seed {seed_used}, {d.num} samples; {split}; variant "
+                   f"'{_synthetic_variant(d)}' (docs/synthetic_mtl.md)")
     else:
       test = f"test set {d.test_path}" if d.test_path else split
       out[task] = f"{d.source} {d.path}; {test}"
@@ -77,10 +84,11 @@ def _split(data: pipeline.TaskData, fraction: float, seed: int):
   return data.subset(train_idx), data.subset(test_idx)
 
 
-def _synthetic_data(task: str, num: int, *, image_size: int, num_classes: int, seed: int):
+def _synthetic_data(task: str, num: int, *, image_size: int, num_classes: int, seed: int,
+                    variant: str):
   kind = tasks_lib.get(task)
   return pipeline.TaskData(*kind.synthetic(num, image_size, num_classes,
-                                           seed + kind.synthetic_seed_offset))
+                                           seed + kind.synthetic_seed_offset, variant))
 
 
 class _Reader:
@@ -111,7 +119,7 @@ def load_task_data(task: str, data, *, image_size: int, num_classes: int, seed: 
   check_data_config(task, data)
   if data.source == "synthetic":
     full = _synthetic_data(task, data.num, image_size=image_size, num_classes=num_classes,
-                           seed=seed)
+                           seed=seed, variant=_synthetic_variant(data))
     return _split(full, data.test_fraction, seed)
   read = _Reader(task, data, image_size=image_size, num_classes=num_classes)
   full = read(data.path)

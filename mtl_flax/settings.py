@@ -97,6 +97,7 @@ class DataSettings:
   num: int
   test_fraction: float
   face_detection: bool
+  synthetic: str = "independent"  # the synthetic data variant (`config.data.synthetic`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +189,8 @@ def train_settings(config) -> TrainSettings:
       (task, DataSettings(source=config.data[task].source, path=config.data[task].path,
                           test_path=config.data[task].test_path, num=int(config.data[task].num),
                           test_fraction=float(config.data[task].test_fraction),
-                          face_detection=bool(config.data[task].face_detection)))
+                          face_detection=bool(config.data[task].face_detection),
+                          synthetic=config.data[task].get("synthetic", "independent")))
       for task in compute.model.tasks)
   return TrainSettings(
       compute=compute, seed=int(config.seed), batch_size=int(config.batch_size),
