@@ -67,6 +67,11 @@ def official_300w(data, field: str) -> bool:
                      "lfpw/, helen/, afw/, ibug/)") from None
 
 
+def _synthetic_variant(data) -> str:
+  # Configs written before the planted data existed generated the 'independent' data.
+  return _get(data, "synthetic", "independent")
+
+
 def check_data_config(task: str, data) -> None:
   """Raises ValueError naming the field when `data.<task>` cannot be what the user meant.
 
@@ -86,6 +91,7 @@ def check_data_config(task: str, data) -> None:
     raise ValueError(f"{field}.extra_paths is set ({_get(data, 'extra_paths')}) but only source "
                      f"'300w' reads extra training folders; clear {field}.extra_paths")
   if source == "synthetic":
+    tasks_lib.check_synthetic_variant(f"{field}.synthetic", _synthetic_variant(data))
     for name in ("path", "test_path"):
       if _get(data, name):
         raise ValueError(
@@ -124,7 +130,8 @@ def describe_data(tasks, data_for, seed: int) -> dict:
     split = f"{d.test_fraction:.0%} held out for testing (by subject where known)"
     if d.source == "synthetic":
       seed_used = seed + tasks_lib.get(task).synthetic_seed_offset
-      out[task] = f"synthetic, seed {seed_used}, {d.num} samples; {split}"
+      out[task] = (f"synthetic, seed {seed_used}, {d.num} samples; {split}; variant "
+                   f"'{_synthetic_variant(d)}' (docs/synthetic_mtl.md)")
       continue
     extra = extra_paths(d)
     extra = f" + extra training faces from {', '.join(extra)}" if extra else ""
@@ -154,10 +161,11 @@ def _split(data: pipeline.TaskData, fraction: float, seed: int):
   return data.subset(train_idx), data.subset(test_idx)
 
 
-def _synthetic_data(task: str, num: int, *, image_size: int, num_classes: int, seed: int):
+def _synthetic_data(task: str, num: int, *, image_size: int, num_classes: int, seed: int,
+                    variant: str):
   kind = tasks_lib.get(task)
   return pipeline.TaskData(*kind.synthetic(num, image_size, num_classes,
-                                           seed + kind.synthetic_seed_offset))
+                                           seed + kind.synthetic_seed_offset, variant))
 
 
 def _read_expressions(task, data, *, image_size, num_classes, seed, progress, num_workers):
@@ -249,7 +257,7 @@ def load_task_data(task: str, data, *, image_size: int, num_classes: int, seed: 
   check_data_config(task, data)
   if data.source == "synthetic":
     full = _synthetic_data(task, data.num, image_size=image_size, num_classes=num_classes,
-                           seed=seed)
+                           seed=seed, variant=_synthetic_variant(data))
     return _split(full, data.test_fraction, seed)
   if data.source == "image_folder":
     return _read_expressions(task, data, image_size=image_size, num_classes=num_classes,

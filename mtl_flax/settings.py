@@ -125,6 +125,7 @@ class DataSettings:
   face_detection: bool
   cache_dir: str = ""  # '' = the user's cache folder, 'none' = no cache (see data.cache)
   extra_paths: str = ""  # comma-separated extra training folders ('300w')
+  synthetic: str = "independent"  # the synthetic data variant (`config.data.synthetic`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +223,8 @@ def train_settings(config) -> TrainSettings:
                           test_fraction=float(config.data[task].test_fraction),
                           face_detection=bool(config.data[task].face_detection),
                           cache_dir=str(config.data[task].get("cache_dir", "")),
-                          extra_paths=str(config.data[task].get("extra_paths", ""))))
+                          extra_paths=str(config.data[task].get("extra_paths", "")),
+                          synthetic=config.data[task].get("synthetic", "independent")))
       for task in compute.model.tasks)
   return TrainSettings(
       compute=compute, seed=int(config.seed), batch_size=int(config.batch_size),

@@ -57,8 +57,9 @@ class Task:
     evaluate: (all test predictions, all test targets, nme_normalisation) -> metrics (NumPy).
     augment: (image, target, rng, expression_flip, landmark_augment) -> (image, target).
     batch_targets: gathered targets -> the batch's array (dtype and shape).
-    synthetic: (num, image_size, num_classes, seed) -> (images, targets, subjects) from the
-      generators of `mtl_flax.data.synthetic` (the seed already offset).
+    synthetic: (num, image_size, num_classes, seed, variant) -> (images, targets, subjects) from
+      the generators of `mtl_flax.data.synthetic` (the seed already offset; `variant` one of
+      `synthetic.SYNTHETIC_VARIANTS`, the run's `data.synthetic`).
     check_targets: (all targets, num_classes) -> None, or a ValueError naming the field.
   """
   name: str
@@ -118,16 +119,35 @@ def _synthetic():
   return synthetic
 
 
-def _synthetic_expression(num, image_size, num_classes, seed):
-  images, labels, subjects = _synthetic().make_expression_dataset(
-      num, num_classes=num_classes, image_size=image_size, seed=seed, domain="A")
+def check_synthetic_variant(field: str, variant) -> None:
+  """Raises ValueError naming `field` unless `variant` is a synthetic data variant."""
+  variants = _synthetic().SYNTHETIC_VARIANTS
+  if variant not in variants:
+    raise ValueError(f"{field} (set by data.synthetic): unknown synthetic data variant "
+                     f"{variant!r}; expected one of {', '.join(map(repr, variants))} "
+                     "(docs/synthetic_mtl.md)")
+
+
+def _synthetic_expression(num, image_size, num_classes, seed, variant="independent"):
+  check_synthetic_variant("data.expression.synthetic", variant)
+  if variant == "independent":
+    images, labels, subjects = _synthetic().make_expression_dataset(
+        num, num_classes=num_classes, image_size=image_size, seed=seed, domain="A")
+  else:  # 'planted' and 'control' share the expression data
+    images, labels, subjects, _ = _synthetic().make_planted_expression_dataset(
+        num, num_classes=num_classes, image_size=image_size, seed=seed, domain="A")
   return np.asarray(images), np.asarray(labels, np.int32), np.asarray(subjects, np.int32)
 
 
-def _synthetic_landmarks(num, image_size, num_classes, seed):
-  del num_classes
-  images, points, subjects = _synthetic().make_landmark_dataset(
-      num, image_size=image_size, seed=seed, domain="B", return_subjects=True)
+def _synthetic_landmarks(num, image_size, num_classes, seed, variant="independent"):
+  check_synthetic_variant("data.landmarks.synthetic", variant)
+  if variant == "independent":
+    images, points, subjects = _synthetic().make_landmark_dataset(
+        num, image_size=image_size, seed=seed, domain="B", return_subjects=True)
+  else:
+    images, points, subjects, _ = _synthetic().make_planted_landmark_dataset(
+        num, num_classes=num_classes, image_size=image_size, seed=seed, domain="B",
+        control=variant == "control")
   return np.asarray(images), np.asarray(points, np.float32), np.asarray(subjects, np.int32)
 
 

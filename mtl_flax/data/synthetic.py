@@ -4,6 +4,12 @@
   (each class a small combination of action units at low intensity; class 0 is neutral).
 * :func:`make_landmark_dataset`: face crops with random expressions and pose jitter, and their
   68 ground-truth landmarks; its subjects are disjoint from the expression dataset's.
+* :func:`make_planted_expression_dataset` and :func:`make_planted_landmark_dataset`: the MTL
+  runs' default data (``config.data.synthetic``, docs/synthetic_mtl.md). Each expression class
+  is a known small landmark displacement field (:func:`planted_class_displacements`); the
+  landmark faces, of another domain and other subjects, show the same fields (variant
+  'planted') or none (variant 'control'); every face's ground truth comes back as a
+  :class:`PlantedTruth`.
 * :func:`make_basic_expression_dataset` and :func:`make_expression_sequences`: the 7 basic
   expressions (CK+ codes) at full intensity, as crops or as neutral-to-peak frame sequences, for
   fine-tuning.
@@ -266,6 +272,191 @@ def make_landmark_dataset(num: int, *, image_size: int = 96, seed: int, domain: 
   if return_subjects:
     return images, landmarks, subjects
   return images, landmarks
+
+
+# ---------------------------------------------------------------------------------------------
+# Planted shared structure (docs/synthetic_mtl.md): the expression classes are known landmark
+# displacement fields, and the landmark faces of the 'planted' variant show the same fields.
+# ---------------------------------------------------------------------------------------------
+
+# The synthetic data of the MTL runs (`config.data.synthetic`): 'planted' (the landmark faces show
+# the expression classes' displacement fields), 'control' (the same data with neutral landmark
+# faces) and 'independent' (the generators above: random action units, no planted link).
+SYNTHETIC_VARIANTS = ("planted", "control", "independent")
+# Every class's field is its action-unit combination of EXPRESSION_CLASSES at this intensity: a
+# subtle expression (1 is a strong posed one; see render.action_unit_displacement).
+PLANTED_INTENSITY = 0.5
+# The landmark faces show a field at PLANTED_INTENSITY times a factor drawn from this range.
+PLANTED_LANDMARK_FACTOR = (0.5, 1.5)
+# Pose jitter of every planted face (both datasets): detector-aligned crops, as in the expression
+# data, so that the two domains differ in subjects, light and tone only.
+_PLANTED_POSE = {"angle_deg": 2.0, "scale": 0.02, "shift": 0.01}
+
+
+@dataclasses.dataclass(frozen=True)
+class PlantedTruth:
+  """What the planted generators did to every face (the ground truth the tests check).
+
+  Face i is rendered at ``landmarks[i] = transform_points(poses[i], neutral[i] +
+  displacement[i])`` (pixels), with ``displacement[i] = class_displacements[shown_class[i]] *
+  factor[i] * face_boxes[i, 2]`` (box units times the box width; the boxes are square).
+
+  Attributes:
+    class_displacements: float64 (C, 68, 2), each class's displacement field in box units
+      (class 0, neutral, is zero).
+    moved: bool (C, 68), the landmarks each class moves (its field is zero elsewhere).
+    landmarks: float64 (N, 68, 2), the rendered face's landmarks in pixels (0-based centres).
+    neutral: float64 (N, 68, 2), the subject's neutral landmarks in the face box, before pose.
+    displacement: float64 (N, 68, 2), the planted displacement in pixels, before pose.
+    poses: float64 (N, 2, 3), the similarity applied after the displacement.
+    face_boxes: float64 (N, 4), ``(x, y, w, h)`` of every face's box (w = h).
+    shown_class: int32 (N,), the class whose field the face shows (the label of an expression
+      face; drawn at random for a landmark face).
+    factor: float64 (N,), the field's multiple (1 for expression faces, 0 for every face of the
+      control's landmark dataset).
+  """
+  class_displacements: np.ndarray
+  moved: np.ndarray
+  landmarks: np.ndarray
+  neutral: np.ndarray
+  displacement: np.ndarray
+  poses: np.ndarray
+  face_boxes: np.ndarray
+  shown_class: np.ndarray
+  factor: np.ndarray
+
+
+def planted_class_displacements(num_classes: int = len(EXPRESSION_CLASSES),
+                                intensity: float = PLANTED_INTENSITY) -> np.ndarray:
+  """The planted displacement field of every expression class, in box units.
+
+  Class c's field is :func:`render.action_unit_displacement` of its action units in
+  :data:`EXPRESSION_CLASSES` times ``intensity``; the neutral class's field is zero.
+
+  Returns:
+    float64 (num_classes, 68, 2).
+  """
+  if not 1 <= num_classes <= len(EXPRESSION_CLASSES):
+    raise ValueError(f"num_classes must be in [1, {len(EXPRESSION_CLASSES)}], got {num_classes}")
+  return np.stack([render.action_unit_displacement(aus) * float(intensity)
+                   for _, aus in EXPRESSION_CLASSES[:num_classes]])
+
+
+def _planted_pose(box, image_size: int, rng: np.random.Generator) -> np.ndarray:
+  j = _PLANTED_POSE
+  return render.pose_matrix(box, angle_deg=rng.uniform(-j["angle_deg"], j["angle_deg"]),
+                            scale=rng.uniform(1 - j["scale"], 1 + j["scale"]),
+                            shift=rng.uniform(-j["shift"], j["shift"], size=2) * image_size)
+
+
+def _planted_faces(kind: str, shown_class, factor, *, num_subjects: int, image_size: int,
+                   seed: int, domain: str, num_classes: int):
+  """Renders faces showing ``factor[i]`` times the field of ``shown_class[i]``.
+
+  Returns ``(images, landmarks_pixels, subjects, PlantedTruth)``; the subjects are drawn from the
+  pool of ``kind`` and the random stream is tagged with ``kind`` and ``domain``.
+  """
+  num = len(shown_class)
+  style = _style(domain)
+  fields = planted_class_displacements(num_classes)
+  pool = subject_pool(seed, kind, num_subjects)
+  rng = tagged_rng(seed, f"planted-{kind}-images", domain)
+  subjects = (np.arange(num) % num_subjects)[rng.permutation(num)].astype(np.int32)
+  order = np.argsort(subjects, kind="stable")
+  images = np.empty((num, image_size, image_size, 3), np.uint8)
+  landmarks = np.empty((num, ibug.NUM_LANDMARKS, 2))
+  neutral = np.empty_like(landmarks)
+  displacement = np.empty_like(landmarks)
+  poses = np.empty((num, 2, 3))
+  boxes = np.empty((num, 4))
+  size = (image_size, image_size)
+  current, prep, box = -1, None, None
+  for i in order:
+    if subjects[i] != current:  # one session (box, light) per subject
+      current = subjects[i]
+      box = _crop_box(image_size, rng)
+      prep = render.prepare_face(pool[current], image_size=size, face_box=box,
+                                 illumination=_illumination(style, rng))
+    displacement[i] = fields[shown_class[i]] * factor[i] * box[2]
+    poses[i] = _planted_pose(box, image_size, rng)
+    neutral[i], boxes[i] = prep.neutral, box
+    landmarks[i] = render.transform_points(poses[i], prep.neutral + displacement[i])
+    images[i] = _tone(render.render_prepared(prep, landmarks[i]), style, rng)
+  truth = PlantedTruth(class_displacements=fields, moved=np.any(fields != 0, axis=-1),
+                       landmarks=landmarks, neutral=neutral, displacement=displacement, poses=poses,
+                       face_boxes=boxes, shown_class=np.asarray(shown_class, np.int32),
+                       factor=np.asarray(factor, np.float64))
+  return images, landmarks, subjects, truth
+
+
+def make_planted_expression_dataset(num: int, *, num_classes: int = 13, image_size: int = 96,
+                                    seed: int, domain: str = "A", images_per_subject: int = 8):
+  """Expression faces whose classes are the planted displacement fields (docs/synthetic_mtl.md).
+
+  A face of class c is its subject's neutral face moved by exactly
+  ``planted_class_displacements()[c]`` (no intensity jitter, no other movement), then posed by a
+  small similarity. Classes therefore differ only at the landmarks their fields move.
+
+  Args:
+    num: number of images.
+    num_classes: the first ``num_classes`` of :data:`EXPRESSION_CLASSES` (at most 13).
+    image_size: side S of the square crops.
+    seed: the seed (subjects from :func:`subject_pool` ``(seed, 'expression', ...)``).
+    domain: rendering style, 'A' or 'B'.
+    images_per_subject: about how many images each subject contributes.
+
+  Returns:
+    ``(images uint8 (N, S, S, 3), labels int32 (N,), subjects int32 (N,), truth)`` with
+    ``truth`` a :class:`PlantedTruth` (``shown_class == labels``, ``factor == 1``); classes are
+    balanced (``labels = permutation of arange(N) % num_classes``).
+  """
+  num = _check_count("num", num)
+  planted_class_displacements(num_classes)  # checks num_classes
+  num_subjects = max(1, -(-num // _check_count("images_per_subject", images_per_subject)))
+  rng = tagged_rng(seed, "planted-expression-labels")
+  labels = (np.arange(num) % num_classes)[rng.permutation(num)].astype(np.int32)
+  images, _, subjects, truth = _planted_faces(
+      "expression", labels, np.ones(num), num_subjects=num_subjects, image_size=image_size,
+      seed=seed, domain=domain, num_classes=num_classes)
+  return images, labels, subjects, truth
+
+
+def make_planted_landmark_dataset(num: int, *, num_classes: int = 13, image_size: int = 96,
+                                  seed: int, domain: str = "B", images_per_subject: int = 4,
+                                  control: bool = False):
+  """Landmark faces of another domain showing the expression classes' fields (or none).
+
+  Every face shows the field of a class drawn uniformly from ``range(num_classes)`` at a factor
+  drawn from :data:`PLANTED_LANDMARK_FACTOR`, so its 68 landmark targets carry the same
+  displacements that separate the expression classes (but no class label). With ``control`` the
+  factor is 0 (neutral faces) and every other draw (subjects, light, box, pose, noise) is the same.
+
+  Args:
+    num: number of images.
+    num_classes: classes whose fields are shown (as the expression dataset's).
+    image_size: side S of the square crops.
+    seed: the seed (subjects from :func:`subject_pool` ``(seed, 'landmark', ...)``).
+    domain: rendering style, 'A' or 'B'.
+    images_per_subject: about how many images each subject contributes.
+    control: show no displacement (the control variant).
+
+  Returns:
+    ``(images uint8 (N, S, S, 3), landmarks float32 (N, 68, 2), subjects int32 (N,), truth)``
+    with landmarks normalised as ``(pixel + 0.5) / S`` and ``truth`` a :class:`PlantedTruth`.
+  """
+  num = _check_count("num", num)
+  planted_class_displacements(num_classes)  # checks num_classes
+  num_subjects = max(1, -(-num // _check_count("images_per_subject", images_per_subject)))
+  rng = tagged_rng(seed, "planted-landmark-fields")
+  shown = rng.integers(num_classes, size=num).astype(np.int32)
+  factor = rng.uniform(*PLANTED_LANDMARK_FACTOR, size=num)
+  if control:
+    factor = np.zeros(num)
+  images, pixels, subjects, truth = _planted_faces(
+      "landmark", shown, factor, num_subjects=num_subjects, image_size=image_size, seed=seed,
+      domain=domain, num_classes=num_classes)
+  landmarks = ((pixels + 0.5) / image_size).astype(np.float32)
+  return images, landmarks, subjects, truth
 
 
 def make_basic_expression_dataset(num_subjects: int, *, image_size: int = 96, seed: int,
