@@ -306,6 +306,7 @@ def test_resume_gives_the_uninterrupted_parameters_on_two_devices(tmp_path):
   in_memory = "given in memory (the datasets argument)"
   assert first == {"step": 2, "finished": False, "eval": {}, "workdir": str(tmp_path / "resumed"),
                    "data": {"expression": in_memory, "landmarks": in_memory},
+                   "dtype": "float32", "augmentation": "on the device, in the train step",
                    "evaluated": "not evaluated yet"}
   resumed = train.train_and_evaluate(config, tmp_path / "resumed", datasets=datasets)
   assert straight["finished"] and resumed["finished"]
