@@ -1,14 +1,25 @@
-"""Throughput of a T = 2 multi-task train step: stacked vs separate networks, trace-norm cost.
+"""Throughput of THE multi-task train step that training runs, and what its parts cost.
 
-Measures one jitted train step (forward, backward, SGD-momentum update) over both tasks with B
-images per task, for
+Every row times the step of `mtl_flax.functions.compiled(settings)` (jitted with the training
+run's shardings and buffer donation) for settings read from a `configs/mtl.py` config, i.e.
+both task losses (cross-entropy; the per-face L1 landmark loss), the ADA term (gradient
+reversal), the device augmentation of the uint8 host batch, and the SGD-momentum update:
 
-* the two task networks with parameters stacked along a task axis (``MultiTaskNet``), the trunk
-  mapped over the task axis by unrolling (the default, ``task_map='unroll'``) or by ``jax.vmap``;
-* two separate, un-stacked networks called one after the other in the same jitted step;
+* ``stacked``: the network with parameters stacked along a task axis (`MultiTaskNet`, the trunk
+  mapped over the task axis by unrolling) and no trace-norm penalty; the reference row;
+* ``stacked/no_augment``: the same step with `config.augment.enabled=False`; the difference is
+  the device augmentation's share of a step;
+* ``stacked/vmap``: the training step (`step.train_step_for`) of the same network mapped over the
+  task axis by ``jax.vmap`` (`task_map='vmap'`), jitted as `functions.compiled` jits it;
 * the stacked step plus each tensor trace-norm penalty (LAF, Tucker and TT with the 'exact',
-  'gram', 'randomized' and 'newton_schulz' factorisations), reported as the extra time over the
-  plain stacked step, next to the time of the penalty's value and gradient computed on their own.
+  'gram', 'randomized' and 'newton_schulz' factorisations: `config.regulariser.kind/method`),
+  reported as the extra time over ``stacked``, next to the time of the penalty's value and
+  gradient computed on their own (`trace_norm.trace_norm_penalty`, as the step calls it).
+
+(An earlier version also timed two separate, un-stacked networks in a step of its own; training
+never runs that step, so the row is gone: the stacking overhead it measured is in the README.)
+
+``--dtype bfloat16`` times the mixed-precision steps (`config.model.dtype`).
 
 Every variant is compiled and warmed up first; then ``--rounds`` rounds each time ``--steps``
 steps of every variant in turn (odd rounds in reverse order), so slow drifts of the machine hit
@@ -18,10 +29,10 @@ twice: from the fastest rounds, and as the median over rounds of the ratio of th
 times in the same round (robust to the machine drifting from round to round); a target is called
 met only when both agree. On a shared 2-core CPU,
 ResNet-34 steps at batch 256 vary by 10-25 % from round to round, more than the 5 % targets:
-there the comparison needs many rounds (8 settled every target in the README's run).
+there the comparison needs many rounds.
 
-Issue targets: stacking <= 5 % slower than separate networks; LAF adds <= 5 %; Tucker and TT add
-<= 25 % with the randomized SVD.
+Issue targets: LAF adds <= 5 %; Tucker and TT add <= 25 % with the randomized SVD; the device
+augmentation <= 5 % of a ResNet-34 step at batch 256 per task.
 
 Usage (CPU, tiny network; a quick check that everything runs)::
 
@@ -29,9 +40,10 @@ Usage (CPU, tiny network; a quick check that everything runs)::
 
 The paper's setting (ResNet-34, 96 x 96, batch 256 per task; the default on a GPU)::
 
-  python -m benchmarks.mtl_step --backbone resnet34 --batch 256 --image_size 96
+  python -m benchmarks.mtl_step --backbone resnet34 --batch 256 --image_size 96 --dtype bfloat16
 """
 import argparse
+import dataclasses
 import json
 import pathlib
 import statistics
@@ -40,84 +52,67 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from configs import mtl as mtl_configs
+from mtl_flax import functions
+from mtl_flax import settings as settings_lib
+from mtl_flax import sharding as sharding_lib
+from mtl_flax import step as step_lib
 from mtl_flax import trace_norm
+from mtl_flax.data import device_pipeline
+from mtl_flax.data import pipeline
 from mtl_flax.models import multitask
 from subtle_core import atomic
 
 PENALTIES = (("laf", "exact"), ("laf", "gram"), ("laf", "newton_schulz"), ("tucker", "exact"),
              ("tucker", "gram"), ("tucker", "randomized"), ("tucker", "newton_schulz"),
              ("tt", "exact"), ("tt", "gram"), ("tt", "randomized"), ("tt", "newton_schulz"))
-STEP_VARIANTS = ("separate", "stacked", "stacked/vmap")  # train steps without a penalty
+STEP_VARIANTS = ("stacked", "stacked/no_augment", "stacked/vmap")  # no penalty
 VARIANTS = STEP_VARIANTS + tuple(f"{k}/{m}" for k, m in PENALTIES)
+AUGMENT_SHARE = "device augmentation (stacked vs stacked/no_augment)"
 
 
-def _task_losses(outputs, labels, landmarks):
-  ce = optax.softmax_cross_entropy_with_integer_labels(outputs[0], labels).mean()
-  l1 = jnp.abs(outputs[1] - landmarks).mean()
-  return ce + l1
+def run_config(variant: str, *, backbone: str, batch_size: int, image_size: int, dtype: str,
+               strength: float):
+  """The `configs/mtl.py` config of a variant: ADA (GRL) on, the variant's penalty."""
+  kind, _, method = variant.partition("/")
+  penalty = kind if kind in settings_lib.REGULARISERS else "none"
+  config = mtl_configs.get_config(",".join(
+      (["resnet34"] if backbone == "resnet34" else []) + [penalty, "ada"]))
+  config.model.backbone = backbone
+  config.model.dtype = dtype
+  config.batch_size = batch_size
+  config.image_size = image_size
+  if penalty != "none":
+    config.regulariser.method = method
+    config.regulariser.strength = strength
+  config.augment.enabled = variant != "stacked/no_augment"
+  return config
 
 
-def make_stacked_step(model, tx, penalty=None):
-  """Jitted step of the stacked network; ``penalty(kernels, key)`` adds a trace norm."""
-
-  def step(params, batch_stats, opt_state, batch, key):
-    images, labels, landmarks = batch
-
-    def loss_fn(p):
-      variables = {"params": p, "batch_stats": batch_stats}
-      _, outputs, new_stats = model.apply(variables, images, train=True)
-      loss = _task_losses(outputs, labels, landmarks)
-      if penalty is not None:
-        loss = loss + penalty(model.shareable_kernels(p), key)
-      return loss, new_stats
-
-    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), new_stats, opt_state, loss
-
-  return jax.jit(step, donate_argnums=(0, 1, 2))
-
-
-def make_separate_step(model, tx):
-  """Jitted step of T un-stacked networks, each called on its own batch in one program."""
-
-  def step(params, batch_stats, opt_state, batch, key):
-    del key
-    images, labels, landmarks = batch
-
-    def loss_fn(p):
-      outputs, stats = [], []
-      for t, task in enumerate(model.tasks):
-        features, upd = model.trunk.apply({"params": p["trunk"][t], "batch_stats": batch_stats[t]},
-                                          images[t], train=True, mutable=["batch_stats"])
-        outputs.append(model.apply_head(p["heads"][task], task, features))
-        stats.append(upd["batch_stats"])
-      return _task_losses(outputs, labels, landmarks), stats
-
-    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), new_stats, opt_state, loss
-
-  return jax.jit(step, donate_argnums=(0, 1, 2))
+def host_batch(tasks, batch_size: int, image_size: int, seed: int = 0) -> dict:
+  """A uint8 host batch (`HostBatches`) of generated images and targets."""
+  rng = np.random.default_rng(seed)
+  num = max(2 * batch_size, 16)
+  images = rng.integers(0, 256, (num, image_size, image_size, 3), dtype=np.uint8)
+  data = {"expression": pipeline.TaskData(images, rng.integers(0, 7, num).astype(np.int32)),
+          "landmarks": pipeline.TaskData(images[::-1].copy(),
+                                         rng.uniform(0.2, 0.8, (num, 68, 2)).astype(np.float32))}
+  return device_pipeline.HostBatches(data, tasks, batch_size, seed=seed)(0)
 
 
 class _Timed:
-  """One variant: its jitted step and the state it carries from call to call."""
+  """One variant: the training step, its batch (on the mesh) and the state it carries."""
 
-  def __init__(self, step, params, batch_stats, opt_state, batch):
-    self.step, self.batch, self.calls = step, batch, 0
-    self.state = (params, batch_stats, opt_state)
+  def __init__(self, train_step, state, batch, rng):
+    self.step, self.batch, self.rng, self.state = train_step, batch, rng, state
 
   def run(self, count):
     """Runs `count` steps; returns seconds per step."""
     start = time.perf_counter()
     for _ in range(count):
-      key = jax.random.fold_in(jax.random.key(0), self.calls)
-      *state, loss = self.step(*self.state, self.batch, key)
-      self.state, self.calls = tuple(state), self.calls + 1
-    loss = float(jax.block_until_ready(loss))
+      self.state, metrics = self.step(self.state, self.batch, self.rng)
+    loss = float(jax.block_until_ready(metrics["loss"]))
     if not np.isfinite(loss):
       raise FloatingPointError(f"non-finite loss {loss} in the benchmark step")
     return (time.perf_counter() - start) / count
@@ -169,9 +164,10 @@ def main(argv=None):
                       "reported)")
   parser.add_argument("--variants", default="", help="comma-separated subset of "
                       f"{','.join(VARIANTS)} (default: all)")
-  parser.add_argument("--rank", type=int, default=trace_norm.DEFAULT_RANK,
-                      help="rank of the randomized SVD")
-  parser.add_argument("--strength", type=float, default=1e-3)
+  parser.add_argument("--strength", type=float, default=1e-3,
+                      help="config.regulariser.strength of the penalty rows")
+  parser.add_argument("--dtype", default="float32", choices=settings_lib.DTYPES,
+                      help="config.model.dtype: the activations' dtype")
   parser.add_argument("--penalty_only", action="store_true", help="time only the penalties' "
                       "value and gradient (no train steps): quick, and prints each trace norm")
   parser.add_argument("--per_layer", action="store_true", help="with --penalty_only: also time "
@@ -189,21 +185,26 @@ def main(argv=None):
   if args.rounds < 1 or steps < 1:
     raise SystemExit(f"--rounds and --steps must be >= 1, got {args.rounds} and {steps}")
 
-  model = multitask.build_multitask(backbone=backbone, sharing="trace_norm")
-  rng = np.random.default_rng(0)
-  shape = (model.num_tasks, batch_size, size, size, 3)
-  batch = (jnp.asarray(rng.normal(size=shape), jnp.float32),
-           jnp.asarray(rng.integers(0, model.num_classes, batch_size), jnp.int32),
-           jnp.asarray(rng.uniform(size=(batch_size, 2 * model.num_landmarks)), jnp.float32))
-  variables = jax.jit(model.init)(jax.random.key(0), batch[0][:, :1])  # shapes only
-  tx = optax.sgd(0.01, momentum=0.9)
+  def config_of(variant):
+    return run_config(variant, backbone=backbone, batch_size=batch_size, image_size=size,
+                      dtype=args.dtype, strength=args.strength)
+
+  def compiled_of(variant):
+    return functions.compiled(settings_lib.compute_settings(config_of(variant)))
+
+  reference = compiled_of("stacked")
+  model = reference.model
+  # Every variant trains the same network with the same optimiser: one initial state, copied.
+  initial = reference.init_fn(jax.random.key(0))
+  variables = {"params": initial["params"]}
   images_per_step = model.num_tasks * batch_size
   device = jax.devices()[0].device_kind
   repeats = max(3, args.rounds)  # of each penalty timed alone
   what = (f"penalties only, {repeats} repeats" if args.penalty_only else
           f"B={batch_size}/task image={size}x{size} steps={steps} rounds={args.rounds}")
   print(f"device={device} ({jax.device_count()} x {jax.default_backend()}) backbone={backbone} "
-        f"T={model.num_tasks} {what}", flush=True)
+        f"dtype={args.dtype} T={model.num_tasks} {what}; the training step (ADA, L1 landmark "
+        "loss, device augmentation)", flush=True)
 
   def fresh(tree):  # donated buffers are consumed: every variant gets its own copy
     return jax.tree.map(jnp.copy, tree)
@@ -213,7 +214,7 @@ def main(argv=None):
   def penalty_fn(kind, method):
     def penalty(kernels, key):
       return trace_norm.trace_norm_penalty(kernels, kind=kind, strength=strength, method=method,
-                                           key=key, rank=args.rank)
+                                           key=key)
     return penalty
 
   def penalty_alone(names):
@@ -243,7 +244,10 @@ def main(argv=None):
       out[shape] = (count, times)
     return out
 
-  record = {"device": device, "backend": jax.default_backend(), "backbone": backbone}
+  record = {"device": device, "backend": jax.default_backend(), "backbone": backbone,
+            "dtype": args.dtype,
+            "step": "functions.compiled(settings).train_step of configs/mtl.py with ADA (grl), "
+                    "the L1 landmark loss and the device augmentation"}
 
   def write_record():
     if args.json:
@@ -269,28 +273,28 @@ def main(argv=None):
     write_record()
     return
 
-  def stacked(net, penalty=None):
-    params = fresh(variables["params"])
-    return _Timed(make_stacked_step(net, tx, penalty), params, fresh(variables["batch_stats"]),
-                  tx.init(params), batch)
+  batch = host_batch(model.tasks, batch_size, size)
+  step_rng = jax.random.split(jax.random.key(0))[1]
+
+  def training_step(name):
+    """The jitted train step of variant `name` (as `functions.compiled` builds it)."""
+    if name != "stacked/vmap":
+      return compiled_of(name)
+    compute = settings_lib.compute_settings(config_of("stacked"))
+    vmapped = dataclasses.replace(functions.build_model(compute), task_map="vmap")
+    replicated = sharding_lib.replicated(reference.mesh)
+    return reference._replace(model=vmapped, train_step=jax.jit(
+        step_lib.train_step_for(vmapped, reference.tx, compute), donate_argnums=(0,),
+        in_shardings=(replicated, reference.batch_sharding, replicated),
+        out_shardings=(replicated, replicated)))
 
   timed = {}
   for name in variants:
     start = time.perf_counter()
-    if name == "separate":
-      params = {"trunk": [model.task_variables(variables, t)["params"]
-                          for t in range(model.num_tasks)],
-                "heads": variables["params"]["heads"]}
-      stats = [model.task_variables(variables, t)["batch_stats"] for t in range(model.num_tasks)]
-      timed[name] = _Timed(make_separate_step(model, tx), fresh(params), fresh(stats),
-                           tx.init(params), batch)
-    elif name == "stacked":
-      timed[name] = stacked(model)
-    elif name == "stacked/vmap":
-      timed[name] = stacked(multitask.build_multitask(backbone=backbone, sharing="trace_norm",
-                                                      task_map="vmap"))
-    else:
-      timed[name] = stacked(model, penalty_fn(*name.split("/")))
+    compiled = training_step(name)
+    timed[name] = _Timed(compiled.train_step, fresh(initial),
+                         jax.device_put(batch, compiled.batch_sharding),
+                         jax.device_put(step_rng, sharding_lib.replicated(compiled.mesh)))
     timed[name].run(1)  # compile and warm up
     print(f"  compiled {name:<20} {time.perf_counter() - start:7.1f} s", flush=True)
 
@@ -327,15 +331,15 @@ def main(argv=None):
     return 100 * (seconds[name] / seconds[reference] - 1), 100 * statistics.median(paired)
 
   comparisons = {
-      "stacked vs separate": overhead("stacked", "separate"),
-      "stacked/vmap vs separate": overhead("stacked/vmap", "separate"),
+      AUGMENT_SHARE: overhead("stacked", "stacked/no_augment"),
+      "stacked/vmap vs stacked": overhead("stacked/vmap"),
       **{f"{name} vs stacked": overhead(name) for name in seconds if name in alone}}
   comparisons = {label: value for label, value in comparisons.items() if value is not None}
-  targets = {"stacked vs separate": 5, "laf/exact vs stacked": 5, "laf/gram vs stacked": 5,
+  targets = {AUGMENT_SHARE: 5, "laf/exact vs stacked": 5, "laf/gram vs stacked": 5,
              "laf/newton_schulz vs stacked": 5, "tucker/randomized vs stacked": 25,
              "tt/randomized vs stacked": 25, "tucker/newton_schulz vs stacked": 25,
              "tt/newton_schulz vs stacked": 25}
-  print(f"\n{'overhead':<32}{'fastest':>9}{'paired':>9}   (fastest rounds; median of the "
+  print(f"\n{'overhead':<52}{'fastest':>9}{'paired':>9}   (fastest rounds; median of the "
         "per-round ratios)")
   for label, (fastest, paired) in comparisons.items():
     target = targets.get(label)
@@ -344,7 +348,7 @@ def main(argv=None):
       met = [fastest <= target, paired <= target]
       verdict = "met" if all(met) else "NOT met" if not any(met) else "unclear: the two disagree"
       verdict = f"  (target <= +{target}%: {verdict})"
-    print(f"{label:<32}{fastest:>+8.1f}%{paired:>+8.1f}%{verdict}")
+    print(f"{label:<52}{fastest:>+8.1f}%{paired:>+8.1f}%{verdict}")
   record.update({"seconds": seconds, "median_seconds": medians, **_penalty_fields(alone),
                  "overhead_percent": {k: v[0] for k, v in comparisons.items()},
                  "paired_overhead_percent": {k: v[1] for k, v in comparisons.items()}})

@@ -12,9 +12,14 @@ from mtl_flax.models import multitask
 def test_mtl_step_benchmark_writes_a_consistent_record(tmp_path, capsys):
   out = tmp_path / "mtl_step.json"
   mtl_step.main(["--backbone", "tiny", "--batch", "2", "--image_size", "16", "--steps", "1",
-                 "--rounds", "2", "--variants", "laf/gram", "--json", str(out)])
+                 "--rounds", "2", "--variants", "laf/gram,stacked/no_augment", "--json",
+                 str(out)])
   record = json.loads(out.read_text())
-  assert set(record["seconds"]) == {"stacked", "laf/gram"}  # stacked: the reference
+  # stacked: the reference
+  assert set(record["seconds"]) == {"stacked", "laf/gram", "stacked/no_augment"}
+  assert record["overhead_percent"][mtl_step.AUGMENT_SHARE] == pytest.approx(
+      100 * (record["seconds"]["stacked"] / record["seconds"]["stacked/no_augment"] - 1))
+  assert record["dtype"] == "float32" and "ADA" in record["step"]
   assert all(len(r) == 2 and min(r) > 0 for r in record["rounds"].values())
   seconds = record["seconds"]
   assert seconds == {name: min(r) for name, r in record["rounds"].items()}

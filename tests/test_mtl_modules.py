@@ -99,9 +99,9 @@ def test_trace_norms_of_bfloat16_kernels_are_computed_in_float32():
   kernels = {"conv01": rng.normal(size=(3, 3, 4, 5, 2)).astype(np.float32)}
   low = {k: jnp.asarray(v, jnp.bfloat16) for k, v in kernels.items()}
   rounded = {k: np.asarray(v, np.float32) for k, v in low.items()}  # the bf16 values, exactly
-  penalty = trace_norm.trace_norm_penalty(low, kind="tucker", strength=1.0)
+  penalty = trace_norm.trace_norm_penalty(low, kind="laf", strength=1.0)
   assert penalty.dtype == jnp.float32
-  want = trace_norm.trace_norm_penalty(rounded, kind="tucker", strength=1.0)
+  want = trace_norm.trace_norm_penalty(rounded, kind="laf", strength=1.0)
   assert float(penalty) == pytest.approx(float(want), rel=1e-6)
   norms = trace_norm.trace_norm_per_layer(low, "laf")
   assert norms["conv01"].dtype == jnp.float32

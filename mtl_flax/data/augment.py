@@ -6,8 +6,10 @@ at x = i, y = j (OpenCV's convention, so `cv2.warpAffine` and `cv2.transform` ap
 Normalised coordinates in (0, 1) are u = (x + 0.5) / S for an S x S image, so a horizontal flip
 is u -> 1 - u and x -> S - 1 - x.
 
-Every random function takes a `np.random.Generator`; the pipeline seeds one per sample from
-(seed, task, step, index) so a resumed run sees exactly the same augmented batches.
+Every random function takes a `np.random.Generator`; `pipeline.train_batch` seeds one per
+sample from (seed, task, step, index). Training runs the same transforms on the device, inside
+the train step (`device_augment`, tested against these functions); fine-tuning flips its
+images here.
 
 Per the paper, expression images are only flipped; landmark images are flipped (with the
 point indices mirrored), cropped, rotated, scaled, shifted and get additive Gaussian pixel

@@ -1,4 +1,7 @@
-"""The training augmentation as pure JAX functions, to run batched inside the jitted step.
+"""The training augmentation as pure JAX functions, run batched inside the jitted train step.
+
+`mtl_flax.step` calls `augment_batch` on every uint8 host batch with the run's `config.augment`
+ranges (its base key is half of the step key; see `mtl_flax.step`).
 
 The same transforms and parameter ranges as the NumPy / OpenCV path of `mtl_flax.data.augment`
 (expression images are only flipped; landmark images are flipped with the iBUG mirror

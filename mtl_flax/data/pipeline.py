@@ -1,9 +1,16 @@
 """Batching, per-task deterministic batch streams and subject-independent splits.
 
 Batches are a pure function of (seed, task, step): each task walks through its data in epochs,
-every epoch a fresh permutation drawn from (seed, task, epoch), and every sample's augmentation
-from its own generator seeded by (seed, task, step, position). A run resumed at step s therefore
+every epoch a fresh permutation drawn from (seed, task, epoch). A run resumed at step s therefore
 sees exactly the batches an uninterrupted run would have seen, with no iterator state to save.
+
+Training takes its batches from `device_pipeline.HostBatches` (the same samples in the same
+order as `train_batch(..., augmentation=False)`, gathered without a Python loop over images)
+and augments them inside the jitted step (`device_augment`). `train_batch` with
+``augmentation=True`` is the host-side NumPy / OpenCV version of that augmentation, one image at
+a time with a generator seeded by (seed, task, step, position): the reference the device
+augmentation is tested against and the baseline of `benchmarks/mtl_input.py`; no training run
+uses it.
 
 A training batch for tasks ('expression', 'landmarks') is the dict
   images:    (T, B, S, S, 3) uint8, slot t holding task t's images,
@@ -114,7 +121,9 @@ def train_batch(step: int, datasets: dict, tasks: Sequence[str], batch_size: int
                 augmentation: bool = True,
                 landmark_augment: augment.LandmarkAugment = augment.LandmarkAugment(),
                 expression_flip: float = 0.5) -> dict:
-  """The training batch number `step` (a pure function of its arguments).
+  """Batch number `step`, augmented on the host (a pure function of its arguments).
+
+  Training does not call this (see the module docstring); it is the host-side reference.
 
   Args:
     step: batch number.
