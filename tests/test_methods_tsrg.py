@@ -80,3 +80,22 @@ def test_speed_benchmark_runs_on_a_small_synthetic_problem(capsys):
   assert record["numpy"] > 0 and record["float64"] > 0 and record["float32"] > 0
   assert record["speedup_float32"] == record["numpy"] / record["float32"]
   assert "projected whole grid (259 points" in capsys.readouterr().out
+
+
+def test_one_labelling_per_grid_point_equals_one_call_per_labelling():
+  # Reverse validation's backward fits: each grid point on its own pseudo-labels. The
+  # regeneration is shared; each point is read out by its own labelling's machines.
+  xs, ys, xt, xq = small_problem(seed=4)
+  params = {"lambda": np.array([1.0, 1.0, 10.0, 10.0]), "mu": np.array([0.02, 0.5, 0.02, 0.5])}
+  other = np.roll(ys, 3)
+  one_class = np.zeros_like(ys)
+  ys_grid = np.stack([ys, other, other, one_class])
+  out = tsrg.fit_predict(xs, ys_grid, xt, xq, params, num_classes=3)
+  for g in range(4):
+    single = tsrg.fit_predict(xs, ys_grid[g], xt, xq, {k: v[g:g + 1] for k, v in params.items()},
+                              num_classes=3)
+    np.testing.assert_array_equal(out.labels[g], single.labels[0])
+    assert out.iterations[g] == single.iterations[0]
+  assert (out.labels[3] == 0).all() and len({tuple(r) for r in out.labels[:3]}) > 1
+  with pytest.raises(ValueError, match="one row per grid point"):
+    tsrg.fit_predict(xs, ys_grid[:3], xt, xq, params, num_classes=3)
