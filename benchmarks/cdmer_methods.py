@@ -53,14 +53,14 @@ def load() -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
   return xs, np.tile(np.arange(3), 24)[:71], xt, "synthetic features of V->N's sizes"
 
 
-def measured_peak(dtype) -> float:
-  """FLOP/s of a jitted 2048^3 GEMM (best of 3)."""
+def measured_peak(dtype, size: int = 2048) -> float:
+  """FLOP/s of a jitted ``size``^3 GEMM (best of 3)."""
   with jax.enable_x64(dtype == np.float64):
-    a = jnp.asarray(np.random.default_rng(0).normal(size=(2048, 2048)), dtype)
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(size, size)), dtype)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(3))
-  return 2 * 2048**3 / best
+  return 2 * size**3 / best
 
 
 def measured_bandwidth() -> float:

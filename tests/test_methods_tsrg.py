@@ -76,10 +76,14 @@ def test_registry_failed_points_and_bad_inputs():
 
 def test_speed_benchmark_runs_on_a_small_synthetic_problem(capsys):
   record = regeneration_speed.main(["--features", "30", "--numpy_iterations", "2",
-                                    "--jax_iterations", "2"])
+                                    "--jax_iterations", "2", "--peak_size", "64", "--repeats",
+                                    "1", "--full", "--full_points", "3",
+                                    "--full_precision", "float64"])
   assert record["numpy"] > 0 and record["float64"] > 0 and record["float32"] > 0
   assert record["speedup_float32"] == record["numpy"] / record["float32"]
-  assert "projected whole grid (259 points" in capsys.readouterr().out
+  assert record["peak_float64"] > 0 and record["bandwidth_float32"] > 0
+  out = capsys.readouterr().out
+  assert "projected whole grid (3 points" in out and "whole grid (3 points), float64" in out
 
 
 def test_one_labelling_per_grid_point_equals_one_call_per_labelling():
