@@ -49,6 +49,8 @@ class GridPredictions:
     iterations: (G,) iterations of iterative methods, else None.
     converged: (G,) whether each point met its stopping rule, else None.
     failed: (G,) whether each point failed numerically (then its labels are -1).
+    failure: (G,) why each failed point failed ('' where it did not, or where the method does not
+      say), or None.
   """
   params: Mapping[str, np.ndarray]
   labels: np.ndarray
@@ -56,6 +58,7 @@ class GridPredictions:
   iterations: np.ndarray | None = None
   converged: np.ndarray | None = None
   failed: np.ndarray | None = None
+  failure: np.ndarray | None = None
 
   def __len__(self) -> int:
     return int(self.labels.shape[0])
