@@ -156,7 +156,7 @@ def run_method(method: methods_lib.Method, params: Mapping[str, np.ndarray],
                selection_options: Mapping[str, Any] | None = None,
                target_scores: TargetScores | None = None, scored: np.ndarray | None = None,
                fingerprint_fields: Mapping[str, Any] | None = None,
-               bar: tqdm | None = None) -> MethodRun:
+               bar: tqdm | None = None, density_cache: dict | None = None) -> MethodRun:
   """Fits, scores and picks one method's grid on one experiment (resuming a finished one).
 
   Args:
@@ -172,6 +172,8 @@ def run_method(method: methods_lib.Method, params: Mapping[str, np.ndarray],
     scored: (G,) bool, the points the label-free rules score (default all).
     fingerprint_fields: what else determines the method's results (its static settings).
     bar: a progress bar advanced by the fits done.
+    density_cache: the source folds' density ratios, shared by the methods of one experiment
+      (:func:`tgsr_jax.selection.select`).
   """
   num_classes = len(classes)
   options = dict(selection_options or {})
@@ -223,7 +225,8 @@ def run_method(method: methods_lib.Method, params: Mapping[str, np.ndarray],
     if saved is None:
       # Label-free: the source labels and the unlabelled target only.
       chosen = selection.select(method, source.features, ys, target.features, sub,
-                                num_classes=num_classes, precision=precision, **options)
+                                num_classes=num_classes, precision=precision,
+                                density_cache=density_cache, **options)
       saved = {f"score_{r}": chosen.scores[r] for r in selection.RULES}
       saved["failed"] = chosen.failed
       store.save_arrays("selection", fp, saved)
@@ -471,6 +474,7 @@ def run_comparison(datasets: Mapping[str, cdmer_io.FeatureSet],
   runs = []
   try:
     for exp in experiments:
+      density_cache = {}       # the folds' density ratios, the same for every method
       for m in chosen:
         bar.set_postfix_str(f"{exp.name} {m.name}")
         run = run_method(m, params[m.name], exp, datasets[exp.source], datasets[exp.target],
@@ -478,7 +482,8 @@ def run_comparison(datasets: Mapping[str, cdmer_io.FeatureSet],
                          out_dir=workdir / exp.folder / m.name, selection_options=options,
                          target_scores=target_scores.get((m.name, exp.name)),
                          scored=subsets.get(m.name),
-                         fingerprint_fields=(fingerprint_fields or {}).get(m.name), bar=bar)
+                         fingerprint_fields=(fingerprint_fields or {}).get(m.name), bar=bar,
+                         density_cache=density_cache)
         runs.append(run)
         if run.failed.any():
           logging.warning("%s %s: %d of %d grid points failed (recorded in grid.csv)", exp.name,

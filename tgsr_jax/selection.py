@@ -362,7 +362,7 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
            weight_estimator: str = "logistic", domain_c: float = 1.0,
            domain_max_iter: int = 1000, kde_bandwidth: float = 1.0,
            reverse_target: str = "train", rules: Sequence[str] = RULES,
-           precision: str = "float64") -> Selection:
+           precision: str = "float64", density_cache: dict | None = None) -> Selection:
   """Scores every grid point of ``method`` with every label-free rule (module docstring).
 
   Target labels are not an argument: no rule can read them.
@@ -391,6 +391,10 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
       (:func:`tgsr_jax.methods.fit_predict_labellings`: one call for the methods that take a
       labelling per grid point, TSRG and DRLS, else one call per distinct labelling).
     precision: passed to ``fit_predict``.
+    density_cache: a dict shared by calls on the same ``xs``, ``ys`` and ``xt`` (every method of
+      one experiment): each fold's density ratios are estimated once (they depend on the data,
+      folds and weight settings only, not on the method). Keyed by those settings and a
+      fingerprint of the arrays, so a call on other data does not reuse them.
 
   Returns:
     A :class:`Selection`.
@@ -425,8 +429,15 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
   for f in range(num_folds):
     tr = np.flatnonzero(folds != f)
     va = np.flatnonzero(folds == f)
-    weights[va] = density_ratio(xs[tr], xt, xs[va], estimator=weight_estimator, c=domain_c,
-                                max_iter=domain_max_iter, bandwidth=kde_bandwidth)
+    key = (f, num_folds, seed, weight_estimator, domain_c, domain_max_iter, kde_bandwidth,
+           xs.shape, xt.shape, float(np.sum(xs)), float(np.sum(xt)), ys.tobytes())
+    cached = None if density_cache is None else density_cache.get(key)
+    if cached is None:
+      cached = density_ratio(xs[tr], xt, xs[va], estimator=weight_estimator, c=domain_c,
+                             max_iter=domain_max_iter, bandwidth=kde_bandwidth)
+      if density_cache is not None:
+        density_cache[key] = cached
+    weights[va] = cached
     forward = method.fit_predict(xs[tr], ys[tr], xt, np.concatenate([xs[va], xt]), params, **fit)
     labels = np.asarray(forward.labels)
     if labels.shape != (num_points, len(va) + n_t):
