@@ -147,8 +147,8 @@ def _iterate_impl(u: jax.Array, dvals: jax.Array, b0: jax.Array, readout: jax.Ar
   iteration is the product plus a few fused elementwise sweeps over them.
 
   Lane pool: each lane runs one grid point at its own iteration (its own kappa, lambda and
-  ``A(kappa)``, an ``n x n`` matrix formed per lane and iteration: ``2 n^3`` flops against the
-  product's ``2 n^2 m``). When a lane's point stops, its ``P R`` is written out and the lane
+  ``A(kappa)``: formed per lane and iteration where ``m > n`` (TSRG: ``2 n^3`` flops against the
+  product's ``2 n^2 m``), applied through its factors ``U`` where ``m <= n`` (DRLS)). When a lane's point stops, its ``P R`` is written out and the lane
   restarts on the next point of the queue, so no lane iterates past its point's stop (a chunk of
   points iterating together would run every point to the chunk's slowest). Lanes left without a
   point at the end of the queue idle until the last point stops.
@@ -203,8 +203,16 @@ def _iterate_impl(u: jax.Array, dvals: jax.Array, b0: jax.Array, readout: jax.Ar
     safe = jnp.maximum(lane_point, 0)
     lam = point_lam[safe]
     mu = point_mu[safe][:, None, None]
-    a = jnp.einsum("lij,lj,lkj->lik", u[lam], 1.0 / (dvals[lam] + 0.5 * kappa[:, None]), u[lam])
-    w_new = kappa[:, None, None] * jnp.einsum("lij,ljm->lim", a, rhs) + clipped
+    ul, scale = u[lam], 1.0 / (dvals[lam] + 0.5 * kappa[:, None])
+    if m > n:
+      # TSRG (m = d): form each lane's A (2 n^3 flops), then one product (2 n^2 m).
+      a = jnp.einsum("lij,lj,lkj->lik", ul, scale, ul)
+      product = jnp.einsum("lij,ljm->lim", a, rhs)
+    else:
+      # DRLS (m = C): through the factors (4 n^2 m flops), far below forming A.
+      product = jnp.einsum("lij,ljm->lim", ul,
+                           scale[:, :, None] * jnp.einsum("lji,ljm->lim", ul, rhs))
+    w_new = kappa[:, None, None] * product + clipped
     clipped_new = jnp.clip(w_new, -mu, mu)
     error = jnp.max(jnp.abs(clipped_new - clipped), axis=(1, 2)) / kappa
     iterations = iterations + 1
