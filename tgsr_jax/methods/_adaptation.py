@@ -100,22 +100,37 @@ def rbf_gamma(x: jax.Array, width: float) -> jax.Array:
 def pca_basis(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   """The leading ``k`` principal directions of the rows of ``x`` (centred), thin.
 
+  From the eigendecomposition of the ``n x n`` Gram matrix of the centred rows, in float64 on
+  the host (``C C^T = U S^2 U^T``, basis ``C^T U S^-1``): the same directions as the thin SVD of
+  ``C`` (to rounding, for singular values above ``pca_rank``'s threshold), and at n = 71,
+  d = 15045 about 17x faster than XLA's CPU SVD of the wide ``n x d`` matrix (measured 0.5 s
+  against 8.4 s on the loaded machine), which was most of GFK's and SA's time.
+
   Returns:
-    basis (d, k) with orthonormal columns, and the singular values (k,) of the centred data (a
-    zero or tiny one means the data has fewer than k directions).
+    basis (d, min(k, n)) with orthonormal columns (a direction whose singular value is 0 is a
+    zero column), and the singular values (min(k, n),) of the centred data (a zero or tiny one
+    means the data has fewer than k directions), both in ``x``'s dtype.
   """
-  centred = x - jnp.mean(x, axis=0, keepdims=True)
-  _, s, vt = jnp.linalg.svd(centred, full_matrices=False)
-  return vt[:k].T, s[:k]
+  dtype = x.dtype
+  x64 = np.asarray(x, np.float64)
+  centred = x64 - x64.mean(axis=0, keepdims=True)
+  eigenvalues, u = np.linalg.eigh(centred @ centred.T)
+  eigenvalues, u = eigenvalues[::-1][:k], u[:, ::-1][:, :k]
+  s = np.sqrt(np.clip(eigenvalues, 0.0, None))
+  basis = (centred.T @ u) / np.where(s > 0, s, np.inf)
+  return jnp.asarray(basis, dtype), jnp.asarray(s, dtype)
 
 
-def pca_rank(singular_values: np.ndarray, n: int, d: int, dtype) -> int:
-  """The numerical rank of a centred data matrix from its singular values."""
+def pca_rank(singular_values: np.ndarray, n: int, d: int, dtype=None) -> int:
+  """The numerical rank of a centred data matrix from :func:`pca_basis`'s singular values.
+
+  Its Gram matrix is float64 whatever ``dtype`` (kept for the callers' signature): eigenvalues
+  ``s^2`` below ``max(n, d) eps_64 s_0^2`` are rounding noise of that Gram matrix.
+  """
   s = np.asarray(singular_values, np.float64)
   if s.size == 0 or s[0] <= 0:
     return 0
-  tol = max(n, d) * np.finfo(np.dtype(dtype)).eps * s[0]
-  return int(np.sum(s > tol))
+  return int(np.sum(s**2 > max(n, d) * np.finfo(np.float64).eps * s[0]**2))
 
 
 def svm_on_kernel(k_train: np.ndarray, ys: np.ndarray, k_query: np.ndarray, *, num_classes: int,
