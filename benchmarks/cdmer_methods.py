@@ -15,13 +15,19 @@ synthetic features of the same sizes when ../shared is absent), for every method
     multiply peak (a 2048^3 GEMM in the same precision) and memory bandwidth (a 256 MiB copy) that
     the whole grid reaches, from a flop / byte model of its main products per iteration:
     TGSR 2 K r^2 C flops (the stacked Q_g^T Q_g times the D-step correction) and 4 K r C values
-    moved; DRLS/TSRG 4 n^2 C flops (two (n x n) x (n x C) products) and the n x n kernel factor
-    read once per iteration (n = n_s + n_t).
+    moved; DRLS/TSRG 2 n^2 m flops (the (n x n) x (n x m) product, m = C for DRLS, d for TSRG)
+    and six n x m arrays read or written per iteration (n = n_s + n_t).
+
+The whole grid is timed on its second call (the first compiles every shape it uses), the loop's
+points after one warm-up point. ``--precision`` sets the grid's precision (the loops are
+float64); ``--points NAME=N`` times only the first N points of a method's grid (TSRG's 259 points
+take about an hour in float32 on two loaded cores).
 
   python -m benchmarks.cdmer_methods                        # every available method, full grids
   python -m benchmarks.cdmer_methods --methods=SVM,SA,DRLS     # some of them
   python -m benchmarks.cdmer_methods --tgsr-kappas=1,12,85     # TGSR on a few grid rows only
   python -m benchmarks.cdmer_methods --loop-points=2           # grid points timed one at a time
+  python -m benchmarks.cdmer_methods --precision=float32 --points=TSRG=16,TGSR=0
 """
 from __future__ import annotations
 
@@ -53,14 +59,14 @@ def load() -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
   return xs, np.tile(np.arange(3), 24)[:71], xt, "synthetic features of V->N's sizes"
 
 
-def measured_peak(dtype) -> float:
-  """FLOP/s of a jitted 2048^3 GEMM (best of 3)."""
+def measured_peak(dtype, size: int = 2048) -> float:
+  """FLOP/s of a jitted ``size``^3 GEMM (best of 3)."""
   with jax.enable_x64(dtype == np.float64):
-    a = jnp.asarray(np.random.default_rng(0).normal(size=(2048, 2048)), dtype)
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(size, size)), dtype)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(3))
-  return 2 * 2048**3 / best
+  return 2 * size**3 / best
 
 
 def measured_bandwidth() -> float:
@@ -101,13 +107,18 @@ def main():
   parser.add_argument("--loop-points", type=int, default=3)
   parser.add_argument("--tgsr-kappas", default="",
                       help="TGSR grid rows (default all 85 x 271 points: ~minutes)")
+  parser.add_argument("--precision", default="float64", choices=("float64", "float32"))
+  parser.add_argument("--points", default="",
+                      help="NAME=N,...: time only the first N grid points of these methods")
   args = parser.parse_args()
+  first_points = {k.strip().upper(): int(v) for k, v in
+                  (item.split("=") for item in args.points.split(",") if item.strip())}
   xs, ys, xt, what = load()
   n, d = len(xs) + len(xt), xs.shape[1]
   peak64, peak32, bandwidth = measured_peak(np.float64), measured_peak(np.float32), \
       measured_bandwidth()
   print(f"{what}: n_s={len(xs)}, n_t={len(xt)}, d={d}; {jax.device_count()} device(s) "
-        f"{jax.devices()[0].platform}")
+        f"{jax.devices()[0].platform}; grids in {args.precision}, loops in float64")
   print(f"measured GEMM peak: float64 {peak64 / 1e9:.1f} GFLOP/s, float32 {peak32 / 1e9:.1f} "
         f"GFLOP/s; copy bandwidth {bandwidth / 1e9:.1f} GB/s\n")
   print(f"{'method':7s} {'points':>6s} {'grid s':>9s} {'fits/s':>9s} {'loop fits/s':>12s} "
@@ -121,23 +132,35 @@ def main():
       if args.tgsr_kappas:
         grid["kappa"] = tuple(int(k) for k in args.tgsr_kappas.split(","))
     params = methods.grid_points(grid)
+    if first_points.get(name.upper()):
+      params = {k: v[:first_points[name.upper()]] for k, v in params.items()}
     g = len(next(iter(params.values())))
-    method.fit_predict(xs, ys, xt, xt, {k: v[:1] for k, v in params.items()}, num_classes=3,
-                       precision="float64")                           # compile / warm up
+    fit = dict(num_classes=3, precision=args.precision)
+    if name in ("TSRG", "DRLS", "TGSR"):
+      # Their compiled shapes do not depend on the grid's size much (the lane pool, padded
+      # chunks); a whole second grid would double the costliest runs.
+      method.fit_predict(xs, ys, xt, xt, {k: v[:1] for k, v in params.items()}, **fit)
+    else:
+      method.fit_predict(xs, ys, xt, xt, params, **fit)           # compile / warm up
     start = time.perf_counter()
-    out = method.fit_predict(xs, ys, xt, xt, params, num_classes=3, precision="float64")
+    out = method.fit_predict(xs, ys, xt, xt, params, **fit)
     grid_s = time.perf_counter() - start
+    method.fit_predict(xs, ys, xt, xt, {k: v[:1] for k, v in params.items()}, num_classes=3,
+                       precision="float64")                           # the loop's warm-up
     picks = rng.choice(g, size=min(args.loop_points, g), replace=False)
     per_point = loop_time(name, method, xs, ys, xt, params, picks)
     peak_text, bw_text, it_text = "", "", ""
     if name in ("TSRG", "DRLS", "TGSR"):
       its = float(np.sum(out.iterations))
+      itemsize = 8 if args.precision == "float64" else 4
       if name == "TGSR":
         k, r = 85, len(xs) + 1
-        flops, bytes_ = its * 2 * k * r * r * 3, its * 4 * k * r * 3 * 8
+        flops, bytes_ = its * 2 * k * r * r * 3, its * 4 * k * r * 3 * itemsize
       else:
-        flops, bytes_ = its * 4 * n * n * 3, its * n * n * 8
-      peak_text = f"{100 * flops / grid_s / peak64:5.1f}%"
+        m = d if name == "TSRG" else 3
+        flops, bytes_ = its * 2 * n * n * m, its * 6 * n * m * itemsize
+      peak = peak64 if args.precision == "float64" else peak32
+      peak_text = f"{100 * flops / grid_s / peak:5.1f}%"
       bw_text = f"{100 * bytes_ / grid_s / bandwidth:4.1f}%"
       it_text = f"{its / g:.0f}"
     print(f"{name:7s} {g:6d} {grid_s:9.2f} {g / grid_s:9.1f} {1 / per_point:12.2f} "

@@ -6,11 +6,16 @@ matrix, so its 259-point grid is the costliest of Tables II/III. Prints, from on
   (a) seconds per iteration of one grid point in a plain NumPy loop (float64, the formula of
       METHODS.md as written: ``U diag(1 / (D + kappa/2)) U^T (K_s X_s^T + (kappa P + T) / 2)``);
   (b) seconds per iteration per grid point of the batched grid (tgsr_jax.methods._regenerate:
-      one lambda's mu values iterate together), in float64 and float32, measured as the
-      difference of two runs of one chunk capped at k and 2k iterations (compilation excluded);
-  the speed-up of (b) over (a) and the projected whole-grid times for ``--iterations`` per point
-  (the issue's estimate: about 200). ``--full`` also times the whole float32 (or
-  ``--full_precision``) grid once.
+      a pool of lanes, each running one point), in float64 and float32, measured as the
+      difference of two runs of ``2 x lanes`` points capped at k and 2k iterations (compilation
+      excluded; best of ``--repeats`` runs each, as the machine may be shared);
+  the speed-up of (b) over (a), the fraction of this machine's measured GEMM peak (the same
+  precision) and copy bandwidth reached (model: ``2 n^2 m`` flops and six ``n x m`` arrays
+  read or written per iteration and point), and the projected whole-grid times for
+  ``--iterations`` per point (the issue's estimate: about 200). ``--full`` also runs the whole
+  grid (``--full_precision``; ``--full_points`` keeps the first points) once and compares
+  it with the NumPy loop's time for the same points and iterations (the float64 iteration counts
+  equal the NumPy loop's, tests/test_methods_tsrg.py).
 
   python -m benchmarks.regeneration_speed                    # real SMIC V->N if ../shared exists
   python -m benchmarks.regeneration_speed --full             # plus the whole grid, one run
@@ -21,8 +26,10 @@ import argparse
 import pathlib
 import time
 
+import jax
 import numpy as np
 
+from benchmarks import cdmer_methods
 from tgsr_jax import cdmer_io
 from tgsr_jax import methods
 from tgsr_jax import reference
@@ -55,18 +62,29 @@ def numpy_seconds_per_iteration(xs: np.ndarray, xt: np.ndarray, lam: float, mu: 
 
 
 def jax_seconds_per_iteration(kernels, xs, readout, lanes: int, precision: str,
-                              iterations: int) -> float:
-  """Seconds per iteration per grid point of one chunk of ``lanes`` mu values."""
-  lam = np.full(lanes, 10.0)
-  mu = np.asarray(_regenerate.MUS[:lanes])
-  times = []
+                              iterations: int, repeats: int = 2) -> float:
+  """Seconds per iteration per grid point of a pool of ``lanes`` lanes (``2 lanes`` points)."""
+  points = 2 * lanes
+  lam = np.full(points, 10.0)
+  mu = np.resize(np.asarray(_regenerate.MUS), points)
+  itemsize = 8 if precision == "float64" else 4
+  budget = lanes * 8 * kernels.k_s.shape[0] * xs.shape[1] * itemsize
+  best = {}
   for cap in (iterations, 2 * iterations):
-    settings = _regenerate.Settings(max_iterations=cap)
-    _regenerate.solve_grid(kernels, xs, readout, lam, mu, precision=precision, settings=settings)
-    start = time.perf_counter()
-    _regenerate.solve_grid(kernels, xs, readout, lam, mu, precision=precision, settings=settings)
-    times.append(time.perf_counter() - start)
-  return max(times[1] - times[0], 1e-9) / (iterations * lanes)
+    # tol 0: every point runs exactly `cap` iterations.
+    settings = _regenerate.Settings(max_iterations=cap, tol=0.0)
+    run = lambda: _regenerate.solve_grid(kernels, xs, readout, lam, mu,  # noqa: E731
+                                         precision=precision, settings=settings,
+                                         memory_budget=budget, devices=jax.local_devices()[:1])
+    run()
+    best[cap] = min(_timed(run) for _ in range(repeats))
+  return max(best[2 * iterations] - best[iterations], 1e-9) / (iterations * points)
+
+
+def _timed(fn) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -78,32 +96,49 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--jax_iterations", type=int, default=20)
   parser.add_argument("--iterations", type=int, default=200,
                       help="ALM iterations per grid point assumed by the projections")
+  parser.add_argument("--lanes", type=int, default=4, help="pool lanes timed in (b)")
+  parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--peak_size", type=int, default=2048, help="GEMM size of the peak")
   parser.add_argument("--full", action="store_true", help="also time the whole grid once")
   parser.add_argument("--full_precision", default="float32")
+  parser.add_argument("--full_points", type=int, default=0,
+                      help="run only the first N points of the grid (0: all 259)")
   args = parser.parse_args(argv)
 
   xs, ys, src = load(args.source, 71, args.features, 0)
   xt, _, tgt = load(args.target, 71, args.features, 1)
   print(f"source: {src}; target: {tgt}")
   grid = methods.grid_points(tsrg.METHOD.grid)
+  if args.full_points:
+    grid = {k: v[:args.full_points] for k, v in grid.items()}
   points = grid["lambda"].size
   kernels = _regenerate.Kernels(xs, xt, xt)
   n, m = kernels.k_s.shape[0], xs.shape[1]
   readout = np.zeros((m, 3))
-  record = {"numpy": numpy_seconds_per_iteration(xs, xt, 10.0, 0.01, args.numpy_iterations)}
+  peak = {"float64": cdmer_methods.measured_peak(np.float64, args.peak_size),
+          "float32": cdmer_methods.measured_peak(np.float32, args.peak_size)}
+  bandwidth = cdmer_methods.measured_bandwidth()
+  print(f"measured GEMM peak: float64 {peak['float64'] / 1e9:.1f}, float32 "
+        f"{peak['float32'] / 1e9:.1f} GFLOP/s; copy bandwidth {bandwidth / 1e9:.1f} GB/s")
+  record = {"numpy": min(numpy_seconds_per_iteration(xs, xt, 10.0, 0.01, args.numpy_iterations)
+                         for _ in range(args.repeats))}
   for precision in ("float64", "float32"):
-    itemsize = 8 if precision == "float64" else 4
-    lanes = _regenerate.chunk_lanes(37, 8 * n * m * itemsize, 2 << 30, 1)
-    record[precision] = jax_seconds_per_iteration(kernels, xs, readout, lanes, precision,
-                                                  args.jax_iterations)
-    record[f"{precision}_lanes"] = lanes
-  print(f"seconds per iteration per grid point (n = {n}, m = {m}):")
-  print(f"  (a) NumPy loop, float64: {record['numpy']:.4f}")
+    record[precision] = jax_seconds_per_iteration(kernels, xs, readout, args.lanes, precision,
+                                                  args.jax_iterations, args.repeats)
+  flops = 2 * n * n * m
+  print(f"seconds per iteration per grid point (n = {n}, m = {m}; {flops / 1e6:.0f} MFLOP):")
+  print(f"  (a) NumPy loop, float64: {record['numpy']:.4f}  "
+        f"({100 * flops / record['numpy'] / peak['float64']:.0f}% of the float64 peak)")
   for precision in ("float64", "float32"):
     ratio = record["numpy"] / record[precision]
     record[f"speedup_{precision}"] = ratio
-    print(f"  (b) batched JAX, {precision} (chunks of {record[precision + '_lanes']}): "
-          f"{record[precision]:.4f}  -> {ratio:.1f}x the NumPy loop")
+    itemsize = 8 if precision == "float64" else 4
+    record[f"peak_{precision}"] = flops / record[precision] / peak[precision]
+    record[f"bandwidth_{precision}"] = 6 * n * m * itemsize / record[precision] / bandwidth
+    print(f"  (b) batched JAX, {precision} ({args.lanes} lanes): {record[precision]:.4f}  -> "
+          f"{ratio:.1f}x the NumPy loop; {100 * record[f'peak_{precision}']:.0f}% of the "
+          f"{precision} GEMM peak, {100 * record[f'bandwidth_{precision}']:.0f}% of the "
+          f"copy bandwidth")
   total = points * args.iterations
   print(f"projected whole grid ({points} points x {args.iterations} iterations): NumPy "
         f"{total * record['numpy'] / 60:.1f} min, float64 {total * record['float64'] / 60:.1f} "
@@ -112,9 +147,13 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     out = tsrg.fit_predict(xs, ys, xt, xt, grid, num_classes=3, precision=args.full_precision)
     record["full_seconds"] = time.perf_counter() - start
-    print(f"whole grid, {args.full_precision}, one run: {record['full_seconds'] / 60:.1f} min "
-          f"({out.iterations.sum()} iterations in all, {int(out.converged.sum())}/{points} "
-          f"converged)")
+    numpy_seconds = out.iterations.sum() * record["numpy"]
+    record["full_speedup"] = numpy_seconds / record["full_seconds"]
+    print(f"whole grid ({points} points), {args.full_precision}, one run: "
+          f"{record['full_seconds'] / 60:.1f} min ({out.iterations.sum()} iterations in all, "
+          f"mean {out.iterations.mean():.0f}, {int(out.converged.sum())}/{points} converged); "
+          f"the NumPy loop for the same iterations: {numpy_seconds / 60:.1f} min -> "
+          f"{record['full_speedup']:.1f}x")
   return record
 
 

@@ -27,8 +27,8 @@ def test_batched_grid_equals_a_numpy_loop_of_the_alm():
   lam = np.array([0.01, 0.01, 0.01, 10.0, 10.0, 10.0])
   mu = np.array([0.001, 0.3, 5.0, 0.001, 0.3, 5.0])
   kernels = _regenerate.Kernels(xs, xt, xt)
-  # A budget of two points per chunk: each lambda's three mu values run as two padded chunks,
-  # sharded over the (forced) host devices, so points of one loop stop at different iterations.
+  # A budget of two lanes per device: the six points are queued over the two (forced) host
+  # devices, three each, so a lane that stops restarts on a queued point (of either lambda).
   budget = 2 * 8 * kernels.k_s.shape[0] * 3 * 8
   out = _regenerate.solve_grid(kernels, y, np.eye(3), lam, mu, memory_budget=budget)
   assert out.converged.all() and not out.failed.any()
@@ -112,3 +112,16 @@ def test_published_drls_cell_c_to_v(shared):
   assert round(float(scores["mf1"][best]), 4) == 0.5757
   assert round(100 * float(scores["acc"][best]), 2) == 57.75
   assert out.params["lambda"][best] == 10.0 and np.isclose(out.params["mu"][best], 0.6)
+
+
+def test_one_labelling_per_grid_point_equals_one_call_per_labelling():
+  xs, ys, xt, _ = small_problem(seed=6)
+  params = {"lambda": np.array([0.1, 0.1, 10.0]), "mu": np.array([0.05, 0.05, 0.5])}
+  ys_grid = np.stack([ys, np.roll(ys, 2), ys])
+  out = drls.fit_predict(xs, ys_grid, xt, xt, params, num_classes=3)
+  for g in range(3):
+    single = drls.fit_predict(xs, ys_grid[g], xt, xt, {k: v[g:g + 1] for k, v in params.items()},
+                              num_classes=3)
+    np.testing.assert_allclose(out.scores[g], single.scores[0], rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(out.labels[g], single.labels[0])
+  assert not np.allclose(out.scores[0], out.scores[1])       # the labellings matter

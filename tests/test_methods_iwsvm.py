@@ -127,6 +127,9 @@ def test_a_point_whose_svm_cannot_train_fails_alone(monkeypatch):
   out = iwsvm.fit_predict(xs, ys, xt, xt, params, num_classes=3)
   np.testing.assert_array_equal(out.failed, [True, False])
   assert (out.labels[0] == -1).all() and (out.labels[1] >= 0).all()
+  # grid.csv says why (the comparison writes out.failure as its 'failure' column).
+  assert out.failure[0].startswith("KMM gives weight 0 to every source sample of class [0, 1]")
+  assert out.failure[1] == ""
 
 
 def test_registry_and_bad_params():

@@ -74,7 +74,7 @@ def test_weights_equal_scipy_qp_and_move_away_from_one():
   k = xs[rows] @ xs[rows].T
   kappa = len(rows) / len(xt) * (xs[rows] @ xt.T).sum(1)
   cs, lams = np.array([1.0, 1.0]), np.array([0.001, 100.0])
-  machines, weights, _ = stm.stm_binary(k, y, kappa, cs, lams, alternations=1)
+  machines, weights, _, _ = stm.stm_binary(k, y, kappa, cs, lams, alternations=1)
   for g in range(2):
     first = sk_svm.SVC(kernel="precomputed", C=1.0).fit(k, y)
     loss = np.maximum(0, 1 - y * first.decision_function(k))
@@ -93,6 +93,18 @@ def test_queries_not_used_and_failures():
   np.testing.assert_array_equal(whole.labels[:, :2], part.labels)
   np.testing.assert_array_equal(whole.failed, [False, True])
   assert (whole.labels[1] == -1).all()
+  np.testing.assert_array_equal(whole.failure, ["", "C and lambda must be positive"])
+
+
+def test_weight_qps_run_in_float64_whatever_the_precision():
+  # float32 QPs failed to converge where C / lambda >= 1e4 (synthetic benchmarks); they are
+  # small host problems, so they run in float64 and precision does not change STM.
+  xs, ys, xt, xq = _problem(3)
+  params = {"C": np.array([10.0, 10.0]), "lambda": np.array([1e-4, 1e-3])}
+  single = stm.METHOD.fit_predict(xs, ys, xt, xq, params, num_classes=3, precision="float32")
+  double = stm.METHOD.fit_predict(xs, ys, xt, xq, params, num_classes=3, precision="float64")
+  assert not single.failed.any()
+  np.testing.assert_array_equal(single.labels, double.labels)
 
 
 def test_real_features_v_to_n(shared):

@@ -241,6 +241,45 @@ def test_driver_matches_single_fits_and_single_points():
   assert not np.allclose(result.scores["IWCV"], result.scores["SrcCV"])
 
 
+def test_reverse_validation_with_labellings_per_point_equals_one_call_per_labelling():
+  # DRLS fits every backward grid point in one call (one labelling per point); forcing the
+  # default (one call per distinct pseudo-labelling) must give the same backward predictions.
+  xs, ys, xt, _ = _shifted_problem(6, n_s=30, n_t=24)
+  xs, xt = np.abs(xs), np.abs(xt)
+  method = methods.get("DRLS")
+  assert method.labels_per_point
+  grid = methods.grid_points({"lambda": (0.1, 10.0), "mu": (0.01, 0.3, 3.0)})
+  batched = selection.select(method, xs, ys, xt, grid, num_classes=3, num_folds=3,
+                             rules=("RV",))
+  looped = selection.select(dataclasses.replace(method, labels_per_point=False), xs, ys, xt, grid,
+                            num_classes=3, num_folds=3, rules=("RV",))
+  np.testing.assert_array_equal(batched.reverse_labels, looped.reverse_labels)
+  np.testing.assert_array_equal(batched.scores["RV"], looped.scores["RV"])
+  assert (batched.reverse_labels >= 0).all() and np.unique(batched.source_labels, axis=0).shape[0] > 1
+
+
+def test_density_cache_estimates_each_fold_once_per_data(monkeypatch):
+  xs, ys, xt, _ = _shifted_problem(7, n_s=30, n_t=24)
+  calls = []
+  real = selection.density_ratio
+  monkeypatch.setattr(selection, "density_ratio",
+                      lambda *a, **k: calls.append(1) or real(*a, **k))
+  svm_method = methods.get("SVM")
+  grid = {"C": np.array([1.0])}
+  fresh = selection.select(svm_method, xs, ys, xt, grid, num_classes=3, num_folds=3)
+  cache = {}
+  first = selection.select(svm_method, xs, ys, xt, grid, num_classes=3, num_folds=3,
+                           density_cache=cache)
+  again = selection.select(svm_method, xs, ys, xt, grid, num_classes=3, num_folds=3,
+                           density_cache=cache, rules=("IWCV",))
+  assert len(calls) == 6                      # 3 folds without the cache, 3 filling it, 0 after
+  np.testing.assert_array_equal(again.weights, fresh.weights)
+  np.testing.assert_array_equal(first.scores["IWCV"], fresh.scores["IWCV"])
+  selection.select(svm_method, xs + 1.0, ys, xt, grid, num_classes=3, num_folds=3,
+                   density_cache=cache)        # other data: estimated anew
+  assert len(calls) == 9
+
+
 def test_failed_points_score_nan_and_are_never_picked():
   xs, ys, xt, _ = _shifted_problem(5)
   svm_method = methods.get("SVM")

@@ -87,6 +87,7 @@ class MethodRun:
     acc, mf1: (G,) target scores (NaN where failed).
     failed: (G,) failed points.
     iterations, converged: (G,) for iterative methods, else None.
+    failure: (G,) why each failed point failed ('' elsewhere), where the method says, else None.
     rule_scores: label-free rule -> (G,) score (NaN where failed or outside the scored subgrid).
     scored: (G,) the points the label-free rules scored.
     picks: rule -> grid index (-1 where no point could be picked).
@@ -104,6 +105,7 @@ class MethodRun:
   scored: np.ndarray
   picks: dict[str, int]
   grid_source: str = ""
+  failure: np.ndarray | None = None
 
   def regret(self) -> selection.RegretRow | None:
     """The label-free rules' regret against the oracle (None without rules or oracle)."""
@@ -154,7 +156,7 @@ def run_method(method: methods_lib.Method, params: Mapping[str, np.ndarray],
                selection_options: Mapping[str, Any] | None = None,
                target_scores: TargetScores | None = None, scored: np.ndarray | None = None,
                fingerprint_fields: Mapping[str, Any] | None = None,
-               bar: tqdm | None = None) -> MethodRun:
+               bar: tqdm | None = None, density_cache: dict | None = None) -> MethodRun:
   """Fits, scores and picks one method's grid on one experiment (resuming a finished one).
 
   Args:
@@ -170,6 +172,8 @@ def run_method(method: methods_lib.Method, params: Mapping[str, np.ndarray],
     scored: (G,) bool, the points the label-free rules score (default all).
     fingerprint_fields: what else determines the method's results (its static settings).
     bar: a progress bar advanced by the fits done.
+    density_cache: the source folds' density ratios, shared by the methods of one experiment
+      (:func:`tgsr_jax.selection.select`).
   """
   num_classes = len(classes)
   options = dict(selection_options or {})
@@ -195,6 +199,8 @@ def run_method(method: methods_lib.Method, params: Mapping[str, np.ndarray],
         arrays["iterations"] = np.asarray(out.iterations)
       if out.converged is not None:
         arrays["converged"] = np.asarray(out.converged)
+      if out.failure is not None:
+        arrays["failure"] = np.asarray(out.failure, str)
       store.save_arrays("target", fp, arrays)
       saved = arrays
       if bar is not None:
@@ -202,7 +208,9 @@ def run_method(method: methods_lib.Method, params: Mapping[str, np.ndarray],
     acc, mf1, failed = grid_scores(np.asarray(saved["labels"]), yt, num_classes)
     failed = failed | np.asarray(saved["failed"], bool)
     iterations, converged = saved.get("iterations"), saved.get("converged")
+    failure = saved.get("failure")
   else:
+    failure = None
     acc, mf1 = np.asarray(target_scores.acc, float), np.asarray(target_scores.mf1, float)
     failed = (np.zeros(g_all, bool) if target_scores.failed is None
               else np.asarray(target_scores.failed, bool))
@@ -217,7 +225,8 @@ def run_method(method: methods_lib.Method, params: Mapping[str, np.ndarray],
     if saved is None:
       # Label-free: the source labels and the unlabelled target only.
       chosen = selection.select(method, source.features, ys, target.features, sub,
-                                num_classes=num_classes, precision=precision, **options)
+                                num_classes=num_classes, precision=precision,
+                                density_cache=density_cache, **options)
       saved = {f"score_{r}": chosen.scores[r] for r in selection.RULES}
       saved["failed"] = chosen.failed
       store.save_arrays("selection", fp, saved)
@@ -231,7 +240,7 @@ def run_method(method: methods_lib.Method, params: Mapping[str, np.ndarray],
   run = MethodRun(method=method.name, experiment=exp, params=params, acc=acc, mf1=mf1,
                   failed=failed, iterations=iterations, converged=converged,
                   rule_scores=rule_scores, scored=scored, picks=picks,
-                  grid_source=method.grid_source)
+                  grid_source=method.grid_source, failure=failure)
   write_method_outputs(run, source, target, out_dir, options)
   return run
 
@@ -250,7 +259,9 @@ def write_method_outputs(run: MethodRun, source: cdmer_io.FeatureSet,
   extra = [c for c, v in (("iterations", run.iterations), ("converged", run.converged))
            if v is not None]
   rules = list(run.rule_scores)
-  writer.writerow([*run.params, "acc", "mf1", *extra, "failed", *(f"score_{r}" for r in rules)])
+  why = [] if run.failure is None else ["failure"]
+  writer.writerow([*run.params, "acc", "mf1", *extra, "failed", *(f"score_{r}" for r in rules),
+                   *why])
   for g in range(len(run.acc)):
     row = [repr(v) for v in point_params(run.params, g).values()]
     row += [repr(float(run.acc[g])), repr(float(run.mf1[g]))]
@@ -260,6 +271,8 @@ def write_method_outputs(run: MethodRun, source: cdmer_io.FeatureSet,
       row.append(int(bool(run.converged[g])))
     row.append(int(bool(run.failed[g])))
     row += [repr(float(run.rule_scores[r][g])) for r in rules]
+    if run.failure is not None:
+      row.append(str(run.failure[g]))
     writer.writerow(row)
   atomic.write_text(out_dir / "grid.csv", buf.getvalue())
   for rule, g in run.picks.items():
@@ -461,6 +474,7 @@ def run_comparison(datasets: Mapping[str, cdmer_io.FeatureSet],
   runs = []
   try:
     for exp in experiments:
+      density_cache = {}       # the folds' density ratios, the same for every method
       for m in chosen:
         bar.set_postfix_str(f"{exp.name} {m.name}")
         run = run_method(m, params[m.name], exp, datasets[exp.source], datasets[exp.target],
@@ -468,7 +482,8 @@ def run_comparison(datasets: Mapping[str, cdmer_io.FeatureSet],
                          out_dir=workdir / exp.folder / m.name, selection_options=options,
                          target_scores=target_scores.get((m.name, exp.name)),
                          scored=subsets.get(m.name),
-                         fingerprint_fields=(fingerprint_fields or {}).get(m.name), bar=bar)
+                         fingerprint_fields=(fingerprint_fields or {}).get(m.name), bar=bar,
+                         density_cache=density_cache)
         runs.append(run)
         if run.failed.any():
           logging.warning("%s %s: %d of %d grid points failed (recorded in grid.csv)", exp.name,

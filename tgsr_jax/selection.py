@@ -13,8 +13,9 @@ seed, the same folds for every grid point). For fold ``f`` with source rows ``tr
 * forward fit ``fit_predict(xs[tr], ys[tr], xt, xq=[xs[va]; xt], params)``: predictions of the
   held-out source rows (for IWCV, DEV, source CV) and pseudo-labels ``yt_hat`` of the target;
 * backward fit (reverse validation), per grid point, with the roles swapped: the pseudo-labelled
-  target is the source, the source the target, ``fit_predict(xt, yt_hat, xs[tr], xq=xs[va])``;
-  grid points whose pseudo-labels coincide share one call;
+  target is the source, the source the target, ``fit_predict(xt, yt_hat, xs[tr], xq=xs[va])``
+  (:func:`tgsr_jax.methods.fit_predict_labellings`: methods that take one labelling per grid
+  point fit them all in one call, the others once per distinct pseudo-labelling);
 * density ratio ``w(x) = p_t(x) / p_s(x)`` at the held-out rows ``xs[va]``, estimated from
   ``xs[tr]`` and ``xt`` (features only).
 
@@ -361,7 +362,7 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
            weight_estimator: str = "logistic", domain_c: float = 1.0,
            domain_max_iter: int = 1000, kde_bandwidth: float = 1.0,
            reverse_target: str = "train", rules: Sequence[str] = RULES,
-           precision: str = "float64") -> Selection:
+           precision: str = "float64", density_cache: dict | None = None) -> Selection:
   """Scores every grid point of ``method`` with every label-free rule (module docstring).
 
   Target labels are not an argument: no rule can read them.
@@ -385,10 +386,15 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
     reverse_target: the unlabelled target of the backward fit: 'train' (Zhong et al.: the
       fold's training source rows; the held-out rows are only queried) or 'query' (skada: the
       held-out source rows themselves, transductively).
-    rules: the rules to score (a subset of :data:`RULES`). RV is the costly one: its backward
-      fits take one ``fit_predict`` call per fold and distinct pseudo-labelling (up to ``k G``
-      calls, each redoing the method's shared work), where the other rules together take ``k``.
+    rules: the rules to score (a subset of :data:`RULES`). RV doubles the fits: per fold, one
+      backward fit of every grid point on its own pseudo-labels
+      (:func:`tgsr_jax.methods.fit_predict_labellings`: one call for the methods that take a
+      labelling per grid point, TSRG and DRLS, else one call per distinct labelling).
     precision: passed to ``fit_predict``.
+    density_cache: a dict shared by calls on the same ``xs``, ``ys`` and ``xt`` (every method of
+      one experiment): each fold's density ratios are estimated once (they depend on the data,
+      folds and weight settings only, not on the method). Keyed by those settings and a
+      fingerprint of the arrays, so a call on other data does not reuse them.
 
   Returns:
     A :class:`Selection`.
@@ -423,8 +429,15 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
   for f in range(num_folds):
     tr = np.flatnonzero(folds != f)
     va = np.flatnonzero(folds == f)
-    weights[va] = density_ratio(xs[tr], xt, xs[va], estimator=weight_estimator, c=domain_c,
-                                max_iter=domain_max_iter, bandwidth=kde_bandwidth)
+    key = (f, num_folds, seed, weight_estimator, domain_c, domain_max_iter, kde_bandwidth,
+           xs.shape, xt.shape, float(np.sum(xs)), float(np.sum(xt)), ys.tobytes())
+    cached = None if density_cache is None else density_cache.get(key)
+    if cached is None:
+      cached = density_ratio(xs[tr], xt, xs[va], estimator=weight_estimator, c=domain_c,
+                             max_iter=domain_max_iter, bandwidth=kde_bandwidth)
+      if density_cache is not None:
+        density_cache[key] = cached
+    weights[va] = cached
     forward = method.fit_predict(xs[tr], ys[tr], xt, np.concatenate([xs[va], xt]), params, **fit)
     labels = np.asarray(forward.labels)
     if labels.shape != (num_points, len(va) + n_t):
@@ -434,24 +447,25 @@ def select(method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
     failed |= forward_failed
     source_labels[:, va] = np.where(forward_failed[:, None], -1, labels[:, :len(va)])
     pseudo = labels[:, len(va):]
-    # Backward fits: one call per distinct pseudo-labelling, with the grid points sharing it.
+    # Backward fits, all grid points at once, each on its own pseudo-labels
+    # (methods.fit_predict_labellings shares what the labellings have in common).
     live = np.flatnonzero(~forward_failed)
     if "RV" not in rules or live.size == 0:
       continue
-    distinct, group_of = np.unique(pseudo[live], axis=0, return_inverse=True)
+    # A backward model trained on one class predicts it everywhere (skada's rule; no fit).
+    one_class = np.all(pseudo[live] == pseudo[live, :1], axis=1)
+    reverse_labels[np.ix_(live[one_class], va)] = pseudo[live[one_class], :1]
+    fitted = live[~one_class]
+    if fitted.size == 0:
+      continue
     backward_target = xs[tr] if reverse_target == "train" else xs[va]
-    for j, yt_hat in enumerate(distinct):
-      members = live[np.asarray(group_of).reshape(-1) == j]
-      if np.unique(yt_hat).size == 1:
-        # A backward model trained on one class predicts it everywhere (skada's rule).
-        reverse_labels[np.ix_(members, va)] = yt_hat[0]
-        continue
-      sub = _subset(params, members) if params else params
-      backward = method.fit_predict(xt, yt_hat, backward_target, xs[va], sub, **fit)
-      back_failed = _failed(backward, len(members))
-      failed[members] |= back_failed
-      reverse_labels[np.ix_(members, va)] = np.where(back_failed[:, None], -1,
-                                                     np.asarray(backward.labels))
+    sub = _subset(params, fitted) if params else params
+    backward = methods_lib.fit_predict_labellings(method, xt, pseudo[fitted], backward_target,
+                                                  xs[va], sub, **fit)
+    back_failed = _failed(backward, fitted.size)
+    failed[fitted] |= back_failed
+    reverse_labels[np.ix_(fitted, va)] = np.where(back_failed[:, None], -1,
+                                                  np.asarray(backward.labels))
   rule_scores = {
       "IWCV": lambda: iwcv_score(ys, source_labels, weights, num_classes=num_classes,
                                  metric=metric),

@@ -49,6 +49,8 @@ class GridPredictions:
     iterations: (G,) iterations of iterative methods, else None.
     converged: (G,) whether each point met its stopping rule, else None.
     failed: (G,) whether each point failed numerically (then its labels are -1).
+    failure: (G,) why each failed point failed ('' where it did not, or where the method does not
+      say), or None.
   """
   params: Mapping[str, np.ndarray]
   labels: np.ndarray
@@ -56,6 +58,7 @@ class GridPredictions:
   iterations: np.ndarray | None = None
   converged: np.ndarray | None = None
   failed: np.ndarray | None = None
+  failure: np.ndarray | None = None
 
   def __len__(self) -> int:
     return int(self.labels.shape[0])
@@ -79,12 +82,16 @@ class Method:
     grid_source: where the grid comes from (the paper, METHODS.md, or the choice made here).
     fit_predict: fits every grid point and predicts the query samples (see the module docstring).
     iterative: whether the method iterates (then ``iterations``/``converged`` are reported).
+    labels_per_point: whether ``fit_predict`` also takes ``ys`` of shape (G, n_s), one labelling
+      per grid point, sharing the work that does not depend on the labels (reverse validation's
+      backward fits: :func:`fit_predict_labellings`).
   """
   name: str
   grid: Mapping[str, tuple]
   grid_source: str
   fit_predict: Callable[..., GridPredictions]
   iterative: bool = False
+  labels_per_point: bool = False
 
 
 def grid_points(grid: Mapping[str, tuple]) -> dict[str, np.ndarray]:
@@ -121,3 +128,58 @@ def get(name: str) -> Method:
     raise ValueError(f"unknown method {name!r}; expected one of {', '.join(NAMES)}")
   module = importlib.import_module(f"{__name__}.{_MODULES[canonical]}")
   return module.METHOD
+
+
+def fit_predict_labellings(method: Method, xs: np.ndarray, ys: np.ndarray, xt: np.ndarray,
+                           xq: np.ndarray, params: Mapping[str, np.ndarray], *, num_classes: int,
+                           precision: str = "float64") -> GridPredictions:
+  """Fits grid point ``g`` of ``params`` on the labelling ``ys[g]`` and predicts ``xq``.
+
+  Methods with :attr:`Method.labels_per_point` take the whole (G, n_s) ``ys`` in one call (one
+  set of kernels, spectra and compiled shapes for all labellings); the others are called once
+  per distinct labelling with the grid points that share it.
+
+  Args:
+    method: the method.
+    xs: (n_s, d) source samples; ys: (G, n_s) one labelling per grid point.
+    xt, xq: unlabelled target and query samples.
+    params: the grid, name -> (G,) values.
+    num_classes: C.
+    precision: passed to ``fit_predict``.
+
+  Returns:
+    :class:`GridPredictions` of the G points (labels, failed; iterations and converged where the
+    method reports them; no scores).
+  """
+  ys = np.asarray(ys)
+  g = ys.shape[0]
+  if ys.ndim != 2 or ys.shape[1] != len(xs):
+    raise ValueError(f"ys must be (G, n_s) = (G, {len(xs)}), one labelling per grid point, got "
+                     f"{ys.shape}")
+  sizes = {len(np.atleast_1d(v)) for v in params.values()}
+  if sizes and sizes != {g}:
+    raise ValueError(f"params must have one value per labelling (G = {g}), got lengths {sizes}")
+  fit = dict(num_classes=num_classes, precision=precision)
+  if getattr(method, "labels_per_point", False):
+    out = method.fit_predict(xs, ys, xt, xq, params, **fit)
+    return dataclasses.replace(out, scores=None)
+  labels = np.full((g, len(xq)), -1, np.int64)
+  failed = np.zeros(g, bool)
+  iterative = getattr(method, "iterative", False)
+  iterations = np.zeros(g, np.int64) if iterative else None
+  converged = np.zeros(g, bool) if iterative else None
+  distinct, group_of = np.unique(ys, axis=0, return_inverse=True)
+  group_of = np.asarray(group_of).reshape(-1)
+  for j, labelling in enumerate(distinct):
+    members = np.flatnonzero(group_of == j)
+    sub = {k: np.asarray(v)[members] for k, v in params.items()}
+    out = method.fit_predict(xs, labelling, xt, xq, sub, **fit)
+    labels[members] = np.asarray(out.labels)
+    if out.failed is not None:
+      failed[members] = np.asarray(out.failed, bool)
+    if iterations is not None and out.iterations is not None:
+      iterations[members] = np.asarray(out.iterations)
+    if converged is not None and out.converged is not None:
+      converged[members] = np.asarray(out.converged)
+  return GridPredictions(params=dict(params), labels=labels, iterations=iterations,
+                         converged=converged, failed=failed)

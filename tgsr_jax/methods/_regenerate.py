@@ -21,14 +21,20 @@ The inexact ALM splits ``P = Q`` (kappa the penalty, T the multiplier); with
 from ``kappa = 1e-3``, ``P = T = 1`` (all ones), until ``max |P - Q| < 1e-8``.
 
 Work shared by the grid: the kernels and ``K_s Y^T`` are computed once (float64, on the host); the
-eigendecomposition depends on lambda only (one ``n x n`` ``eigh`` per lambda); the kappa schedule is
-the same for every point, and mu enters only the soft threshold. So all mu values of one lambda
-iterate together: their ``P`` and ``T`` are stacked as ``(n, G, m)`` and ``Q`` of all of them is one
-matrix product of the shared ``A(kappa) = U diag(1 / (D + kappa/2)) U^T`` with an ``(n, G m)``
-matrix. One ``lax.while_loop`` runs a chunk; a point that meets the stopping rule has its output
-(and iteration count) recorded at that iteration, and the loop ends when every point of the chunk
-has stopped or at the iteration cap. The mu axis is split into chunks that fit a memory budget
-(TSRG's ``P`` is n x d per point), and a chunk's points are sharded over the local devices.
+eigendecomposition depends on lambda only (one ``n x n`` ``eigh`` per lambda); mu enters only the
+soft threshold. The grid points run on a pool of lanes (as many as fit a memory budget: TSRG's
+``P`` is n x d per point) inside one ``lax.while_loop`` per device: every iteration multiplies
+each lane's ``A(kappa) = U diag(1 / (D + kappa/2)) U^T`` (its own lambda and kappa) with its
+``(n, m)`` right-hand side as one batched product; a lane whose point meets the stopping rule
+writes out that point's result (and iteration count) and restarts on the next queued point, so
+the grid costs the sum of its points' iterations, not the slowest point's times the grid size.
+The points are split over the local devices.
+
+Low rank: ``K~ K~^T`` has rank ``r <= n_s + 1``, so ``A(kappa) = (2/kappa) I + U_r diag(1 / (D_r
++ kappa/2) - 2/kappa) U_r^T``; but applying it still takes two products (``U_r^T X`` and ``U_r``
+times that, ``4 r n m`` flops against ``2 n^2 m``), a gain only where ``2 r < n`` (n_t > n_s + 2),
+none on V->N or N->V, a loss where the source is the larger set. It also drops the null
+eigenvalues, which the reference iterates amplify (see :func:`lambda_spectrum`). Not used.
 
 Precision: ``'float64'`` is the reference. ``'float32'`` iterates in single precision (the
 kernels and eigendecompositions stay float64) with the stopping tolerance 1e-6; the problem
@@ -122,9 +128,10 @@ def lambda_spectrum(k_s: np.ndarray, k_delta: np.ndarray, lam: float
 
 
 def _iterate_impl(u: jax.Array, dvals: jax.Array, b0: jax.Array, readout: jax.Array,
-                  mus: jax.Array, *, settings: Settings, tol: float
+                  point_lam: jax.Array, point_mu: jax.Array, point_b0: jax.Array,
+                  point_readout: jax.Array, *, lanes: int, settings: Settings, tol: float
                   ) -> dict[str, jax.Array]:
-  r"""Runs the ALM for the mu values of one lambda; returns ``P R`` and the convergence record.
+  r"""Runs the ALM at every point of a queue on a pool of ``lanes`` lanes; returns ``P R``.
 
   The iterates are carried as one array per point, ``W_k = kappa_k Q_k - T_k``: the P step is
   ``P_{k+1} = soft(W_k, mu) / kappa_k`` and the multiplier step becomes
@@ -135,91 +142,132 @@ def _iterate_impl(u: jax.Array, dvals: jax.Array, b0: jax.Array, readout: jax.Ar
   * ``W_{k+1} = kappa_{k+1} Q_{k+1} + clip(W_k, mu)``;
   * ``max |P_{k+1} - Q_k| = max |T_{k+1} - T_k| / kappa_k``.
 
-  Algebraically the iteration of the module docstring; only ``clip(W_k, mu)`` and the next
-  right-hand side are carried, so an iteration is the product plus a few fused elementwise sweeps
-  over them (next to the product the iterations are bound by memory traffic).
+  Algebraically the iteration of the module docstring (the start ``P = T = init`` is the state
+  ``clip = -init``); only ``clip(W_k, mu)`` and the next right-hand side are carried, so an
+  iteration is the product plus a few fused elementwise sweeps over them.
+
+  Lane pool: each lane runs one grid point at its own iteration (its own kappa, lambda and
+  ``A(kappa)``: formed per lane and iteration where ``m > n`` (TSRG: ``2 n^3`` flops against the
+  product's ``2 n^2 m``), applied through its factors ``U`` where ``m <= n`` (DRLS)). When a lane's point stops, its ``P R`` is written out and the lane
+  restarts on the next point of the queue, so no lane iterates past its point's stop (a chunk of
+  points iterating together would run every point to the chunk's slowest). Lanes left without a
+  point at the end of the queue idle until the last point stops.
 
   Args:
-    u, dvals: the lambda's spectrum, (n, n) and (n,).
-    b0: (n, m) ``K_s Y^T``.
-    readout: (m, r) the matrix applied to each final ``P`` (what prediction needs).
-    mus: (G,) the mu values.
+    u, dvals: (L, n, n) and (L, n): the spectrum of each distinct lambda.
+    b0: (B, n, m) ``K_s Y^T`` of each distinct regression target.
+    readout: (R, m, r) the matrices applied to a final ``P`` (what prediction needs).
+    point_lam, point_b0, point_readout: (N,) int32 indices of each queued point's lambda,
+      target and readout; ``point_lam < 0`` marks padding (never run).
+    point_mu: (N,) the mu values.
+    lanes: the pool size.
     settings: ALM settings; tol: the stopping tolerance.
 
   Returns:
-    ``pr`` (n, G, r), ``iterations`` (G,), ``error`` (G,) the last ``max |P - Q|``.
+    ``pr`` (N, n, r), ``iterations`` (N,), ``error`` (N,) the last ``max |P - Q|``.
   """
-  n, m = b0.shape
-  g = mus.shape[0]
+  num_b, n, m = b0.shape
+  r = readout.shape[2]
+  num_points = point_mu.shape[0]
   dtype = b0.dtype
   rho = jnp.asarray(settings.rho, dtype)
   kappa_max = jnp.asarray(settings.kappa_max, dtype)
-  mu3 = mus[None, :, None]
-
-  def product(kappa, rhs):
-    a = (u * (1.0 / (dvals + 0.5 * kappa))) @ u.T
-    return (a @ rhs.reshape(n, g * m)).reshape(n, g, m)
-
-  def next_rhs(w, kappa, kappa_next):
-    clipped = jnp.clip(w, -mu3, mu3)
-    return b0[:, None, :] + 0.5 * ((kappa_next / kappa) * (w - clipped) - clipped)
-
-  def readout_of(w, clipped, kappa):
-    return jnp.einsum("ngm,mr->ngr", (w - clipped) / kappa, readout)  # P = soft(W, mu) / kappa
-
-  # Iteration 0 from P = T = init (T_0 is not a clip of anything, so it is peeled off).
+  kappa0 = jnp.asarray(settings.kappa0, dtype)
   init = jnp.asarray(settings.init_value, dtype)
-  kappa = jnp.asarray(settings.kappa0, dtype)
-  rhs = jnp.broadcast_to(b0[:, None, :] + 0.5 * (kappa * init + init), (n, g, m))
-  w = kappa * product(kappa, rhs) - init
-  clipped = jnp.clip(w, -mu3, mu3)
-  error = jnp.max(jnp.abs(clipped + init), axis=(0, 2)) / kappa
-  done = (error < tol) | ~jnp.isfinite(error)
-  pr = readout_of(w, clipped, kappa)
-  kappa_next = jnp.minimum(rho * kappa, kappa_max)
-  state = (clipped, next_rhs(w, kappa, kappa_next), pr, kappa_next, jnp.ones((g,), jnp.int32),
-           error, done, jnp.asarray(1, jnp.int32))
+  runnable = point_lam >= 0
+  queue = jnp.argsort(~runnable, stable=True)            # runnable points first, in order
+  num_runnable = jnp.sum(runnable.astype(jnp.int32))
+
+  def start_state(point):
+    """(clip, rhs, kappa) of a point before its first iteration (P = T = init)."""
+    rhs = b0[point_b0[point]] + 0.5 * (kappa0 * init + init)
+    return jnp.full((n, m), -init, dtype), rhs, kappa0
+
+  # Lane l starts on queue[l]; lanes beyond the queue hold no point (-1).
+  first = jnp.arange(lanes)
+  lane_point = jnp.where(first < num_runnable, queue[jnp.minimum(first, num_points - 1)], -1)
+  safe = jnp.maximum(lane_point, 0)
+  clipped, rhs, _ = jax.vmap(start_state)(safe)
+  kappa = jnp.full((lanes,), kappa0)
+  iterations = jnp.zeros((lanes,), jnp.int32)
+  out = {"pr": jnp.zeros((num_points, n, r), dtype),
+         "iterations": jnp.zeros((num_points,), jnp.int32),
+         "error": jnp.full((num_points,), jnp.inf, dtype)}
+  state = (clipped, rhs, kappa, iterations, lane_point, jnp.minimum(lanes, num_runnable), out)
 
   def running(state):
-    *_, done, step = state
-    return (~jnp.all(done)) & (step < settings.max_iterations)
+    return jnp.any(state[4] >= 0)
 
-  # Points that have stopped keep iterating (their columns of the product are independent of the
-  # others'), but their outputs were recorded when they stopped: nothing full-size is masked, and
-  # the readout runs only in the iterations where some point stops.
   def body(state):
-    clipped, rhs, pr, kappa, iterations, error, done, step = state
-    w_new = kappa * product(kappa, rhs) + clipped
-    clipped_new = jnp.clip(w_new, -mu3, mu3)
-    error_new = jnp.max(jnp.abs(clipped_new - clipped), axis=(0, 2)) / kappa
-    active = ~done
-    # A non-finite error also stops a point (it is reported failed); at the iteration cap every
+    clipped, rhs, kappa, iterations, lane_point, next_in_queue, out = state
+    safe = jnp.maximum(lane_point, 0)
+    lam = point_lam[safe]
+    mu = point_mu[safe][:, None, None]
+    ul, scale = u[lam], 1.0 / (dvals[lam] + 0.5 * kappa[:, None])
+    if m > n:
+      # TSRG (m = d): form each lane's A (2 n^3 flops), then one product (2 n^2 m).
+      a = jnp.einsum("lij,lj,lkj->lik", ul, scale, ul)
+      product = jnp.einsum("lij,ljm->lim", a, rhs)
+    else:
+      # DRLS (m = C): through the factors (4 n^2 m flops), far below forming A.
+      product = jnp.einsum("lij,ljm->lim", ul,
+                           scale[:, :, None] * jnp.einsum("lji,ljm->lim", ul, rhs))
+    w_new = kappa[:, None, None] * product + clipped
+    clipped_new = jnp.clip(w_new, -mu, mu)
+    error = jnp.max(jnp.abs(clipped_new - clipped), axis=(1, 2)) / kappa
+    iterations = iterations + 1
+    active = lane_point >= 0
+    # A non-finite error also stops a point (it is reported failed); at the iteration cap a
     # running point is read out (and reported not converged).
-    last = step + 1 >= settings.max_iterations
-    stopping = active & ((error_new < tol) | ~jnp.isfinite(error_new) | last)
-    pr = jax.lax.cond(
-        jnp.any(stopping),
-        lambda: jnp.where(stopping[None, :, None], readout_of(w_new, clipped_new, kappa), pr),
-        lambda: pr)
-    error = jnp.where(active, error_new, error)
-    iterations = iterations + active.astype(iterations.dtype)
+    stopping = active & ((error < tol) | ~jnp.isfinite(error)
+                         | (iterations >= settings.max_iterations))
+    kappa_used = kappa
     kappa_next = jnp.minimum(rho * kappa, kappa_max)
-    return (clipped_new, next_rhs(w_new, kappa, kappa_next), pr, kappa_next, iterations, error,
-            done | stopping, step + 1)
+    ratio = (kappa_next / kappa)[:, None, None]
+    # One target (TSRG): broadcast it rather than gather a copy per lane.
+    b0_lanes = b0[:1] if num_b == 1 else b0[point_b0[safe]]
+    rhs = b0_lanes + 0.5 * (ratio * (w_new - clipped_new) - clipped_new)
+    state = (clipped_new, rhs, kappa_next, iterations, lane_point, next_in_queue, out)
 
-  _, _, pr, _, iterations, error, _, _ = jax.lax.while_loop(running, body, state)
-  return {"pr": pr, "iterations": iterations, "error": error}
+    def retire_and_refill(state):
+      clipped, rhs, kappa, iterations, lane_point, next_in_queue, out = state
+      # Write out the stopping points (P = soft(W, mu) / kappa, times their readout).
+      p_final = (w_new - clipped_new) / kappa_used[:, None, None]
+      pr = jnp.einsum("lnm,lmr->lnr", p_final, readout[point_readout[safe]])
+      target = jnp.where(stopping, lane_point, num_points)          # out of range: dropped
+      out = {"pr": out["pr"].at[target].set(pr, mode="drop"),
+             "iterations": out["iterations"].at[target].set(iterations, mode="drop"),
+             "error": out["error"].at[target].set(error, mode="drop")}
+      # Stopping lanes take the next queued points, in lane order.
+      rank = jnp.cumsum(stopping.astype(jnp.int32)) - 1
+      slot = next_in_queue + rank
+      refill = jnp.where(slot < num_runnable, queue[jnp.minimum(slot, num_points - 1)], -1)
+      lane_point = jnp.where(stopping, refill, lane_point)
+      fresh_clip, fresh_rhs, _ = jax.vmap(start_state)(jnp.maximum(lane_point, 0))
+      restart = stopping[:, None, None]
+      clipped = jnp.where(restart, fresh_clip, clipped)
+      rhs = jnp.where(restart, fresh_rhs, rhs)
+      kappa = jnp.where(stopping, kappa0, kappa)
+      iterations = jnp.where(stopping, 0, iterations)
+      next_in_queue = next_in_queue + jnp.sum(stopping.astype(jnp.int32))
+      return clipped, rhs, kappa, iterations, lane_point, next_in_queue, out
+
+    return jax.lax.cond(jnp.any(stopping), retire_and_refill, lambda s: s, state)
+
+  *_, out = jax.lax.while_loop(running, body, state)
+  return out
 
 
-@functools.partial(jax.jit, static_argnames=("mesh", "settings", "tol"))
-def _iterate(u, dvals, b0, readout, mus, *, mesh: Mesh, settings: Settings, tol: float):
-  """:func:`_iterate_impl` with the mu values split over the devices of ``mesh``."""
-  local = functools.partial(_iterate_impl, settings=settings, tol=tol)
-  replicated, lanes = PartitionSpec(), PartitionSpec("lanes")
+@functools.partial(jax.jit, static_argnames=("mesh", "lanes", "settings", "tol"))
+def _iterate(u, dvals, b0, readout, point_lam, point_mu, point_b0, point_readout, *, mesh: Mesh,
+             lanes: int, settings: Settings, tol: float):
+  """:func:`_iterate_impl` with the point queue split over the devices of ``mesh``."""
+  local = functools.partial(_iterate_impl, lanes=lanes, settings=settings, tol=tol)
+  replicated, split = PartitionSpec(), PartitionSpec("lanes")
   return jax.shard_map(
-      local, mesh=mesh, in_specs=(replicated, replicated, replicated, replicated, lanes),
-      out_specs={"pr": PartitionSpec(None, "lanes"), "iterations": lanes, "error": lanes},
-      check_vma=False)(u, dvals, b0, readout, mus)
+      local, mesh=mesh, in_specs=(replicated,) * 4 + (split,) * 4,
+      out_specs={"pr": split, "iterations": split, "error": split},
+      check_vma=False)(u, dvals, b0, readout, point_lam, point_mu, point_b0, point_readout)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,32 +289,41 @@ class RegenerationResult:
   failed: np.ndarray
 
 
-def chunk_lanes(num_points: int, bytes_per_point: int, memory_budget: int, num_devices: int) -> int:
-  """Points per chunk: as many as the budget allows, a multiple of the device count, balanced."""
-  fit = max(1, memory_budget // max(1, bytes_per_point))
-  fit = max(num_devices, fit - fit % num_devices)
-  num_chunks = -(-num_points // fit)
-  per_chunk = -(-num_points // num_chunks)
-  return -(-per_chunk // num_devices) * num_devices
+def pool_lanes(num_points: int, bytes_per_lane: int, memory_budget: int) -> int:
+  """Lanes of one device's pool: as many as the budget allows, at most its points."""
+  return int(max(1, min(num_points, memory_budget // max(1, bytes_per_lane))))
+
+
+def _padded(size: int) -> int:
+  """``size`` rounded up to a power of two (repeated small calls reuse compiled shapes)."""
+  return 1 << max(0, int(size) - 1).bit_length()
 
 
 def solve_grid(kernels: Kernels, y: np.ndarray, readout: np.ndarray, lam: np.ndarray,
-               mu: np.ndarray, *, precision: str = "float64", settings: Settings = Settings(),
-               memory_budget: int = 2 << 30, devices: list[jax.Device] | None = None
-               ) -> RegenerationResult:
+               mu: np.ndarray, *, y_index: np.ndarray | None = None,
+               readout_index: np.ndarray | None = None, precision: str = "float64",
+               settings: Settings = Settings(), memory_budget: int = 2 << 30,
+               devices: list[jax.Device] | None = None) -> RegenerationResult:
   """Runs the ALM at every ``(lam[i], mu[i])``.
+
+  The work shared by the points is done once: the kernels, ``K_s Y^T`` per distinct target,
+  one ``n x n`` eigendecomposition per distinct lambda. The points are queued over the devices
+  (round robin) and run on a pool of lanes per device (:func:`_iterate_impl`).
 
   Args:
     kernels: the shared kernels.
     y: (n_s, m) the regression target per source sample (rows): raw features (TSRG) or one-hot
-      labels (DRLS); ``Y`` of the module docstring is its transpose.
-    readout: (m, r) applied to each final ``P`` before it is returned (bounded output memory).
-    lam, mu: (G,) the grid points (any set; points sharing a lambda iterate together).
+      labels (DRLS); ``Y`` of the module docstring is its transpose. Or (B, n_s, m): several
+      targets, point ``i`` regressing ``y[y_index[i]]``.
+    readout: (m, r) applied to each final ``P`` before it is returned (bounded output memory), or
+      (R, m, r) with point ``i`` read out by ``readout[readout_index[i]]``.
+    lam, mu: (G,) the grid points (any set, any order).
+    y_index, readout_index: (G,) indices into a stacked ``y`` / ``readout`` (default all 0).
     precision: ``'float64'`` (reference) or ``'float32'``.
     settings: ALM settings.
-    memory_budget: bytes allowed for the iterates of one chunk (about eight (n, m) arrays per
-      point are live).
-    devices: devices to shard a chunk's points over (default: all local devices).
+    memory_budget: bytes allowed for the iterates of one device's lanes (about eight (n, m)
+      arrays per lane are live).
+    devices: devices to split the points over (default: all local devices).
 
   Returns:
     A :class:`RegenerationResult` in the order of ``lam``/``mu``.
@@ -275,36 +332,58 @@ def solve_grid(kernels: Kernels, y: np.ndarray, readout: np.ndarray, lam: np.nda
   mu = np.asarray(mu, np.float64).reshape(-1)
   if lam.shape != mu.shape:
     raise ValueError(f"lambda and mu must have the same length, got {lam.shape} and {mu.shape}")
+  y = np.asarray(y, np.float64)
+  readout = np.asarray(readout, np.float64)
+  y = y[None] if y.ndim == 2 else y
+  readout = readout[None] if readout.ndim == 2 else readout
+  g = lam.shape[0]
+  indices = {}
+  for name, given, count in (("y_index", y_index, y.shape[0]),
+                             ("readout_index", readout_index, readout.shape[0])):
+    index = np.zeros(g, np.int64) if given is None else np.asarray(given, np.int64).reshape(-1)
+    if index.shape != (g,) or (g and (index.min() < 0 or index.max() >= count)):
+      raise ValueError(f"{name} must hold {g} indices in [0, {count}), got {index}")
+    indices[name] = index
   devices = list(jax.local_devices()) if devices is None else list(devices)
   mesh = Mesh(np.asarray(devices), ("lanes",))
-  n, m = kernels.k_s.shape[0], y.shape[1]
-  b0 = kernels.k_s @ y                               # (n, m) = K_s Y^T
-  g = lam.shape[0]
-  pr = np.zeros((g, n, readout.shape[1]))
-  iterations = np.zeros(g, np.int64)
-  error = np.full(g, np.inf)
+  n, m = kernels.k_s.shape[0], y.shape[2]
+  b0 = np.matmul(kernels.k_s, y)                        # (B, n, m) = K_s Y^T per target
+  lam_values, lam_index = np.unique(lam, return_inverse=True)
+  spectra = [lambda_spectrum(kernels.k_s, kernels.k_delta, float(v)) for v in lam_values]
+  num_devices = len(devices)
+  per_device = _padded(max(1, -(-g // num_devices)))
+  # Round robin: device k runs points k, k + D, ...; padding (lambda index -1) is never run.
+  table = np.full((num_devices, per_device), -1, np.int64)
+  order = np.arange(g)
+  for k in range(num_devices):
+    mine = order[k::num_devices]
+    table[k, :mine.size] = mine
+  flat = table.reshape(-1)
+  real = flat >= 0
+  safe = np.where(real, flat, 0)
+  point_lam = np.where(real, lam_index[safe], -1).astype(np.int32)
   with jax.enable_x64(precision == "float64"):
     dtype = solver.resolve_dtype(precision)
     itemsize = np.dtype(dtype).itemsize
     tol = settings.resolved_tol(precision)
+    lanes = pool_lanes(-(-g // num_devices), 8 * n * m * itemsize, memory_budget)
     replicated = NamedSharding(mesh, PartitionSpec())
-    b0_d = jax.device_put(jnp.asarray(b0, dtype), replicated)
-    readout_d = jax.device_put(jnp.asarray(readout, dtype), replicated)
-    for value in np.unique(lam):
-      u, dvals = lambda_spectrum(kernels.k_s, kernels.k_delta, float(value))
-      u_d = jax.device_put(jnp.asarray(u, dtype), replicated)
-      d_d = jax.device_put(jnp.asarray(dvals, dtype), replicated)
-      rows = np.flatnonzero(lam == value)
-      lanes = chunk_lanes(rows.size, 8 * n * m * itemsize, memory_budget, len(devices))
-      for start in range(0, rows.size, lanes):
-        idx = rows[start:start + lanes]
-        padded = np.concatenate([mu[idx], np.full(lanes - idx.size, mu[idx[-1]])])
-        mus_d = jax.device_put(jnp.asarray(padded, dtype), NamedSharding(mesh, PartitionSpec("lanes")))
-        out = jax.device_get(_iterate(u_d, d_d, b0_d, readout_d, mus_d, mesh=mesh,
-                                      settings=settings, tol=tol))
-        pr[idx] = np.moveaxis(np.asarray(out["pr"], np.float64), 1, 0)[:idx.size]
-        iterations[idx] = out["iterations"][:idx.size]
-        error[idx] = out["error"][:idx.size]
+    split = NamedSharding(mesh, PartitionSpec("lanes"))
+    put = lambda a, sharding, kind=dtype: jax.device_put(jnp.asarray(a, kind), sharding)  # noqa: E731
+    out = jax.device_get(_iterate(
+        put(np.stack([s[0] for s in spectra]), replicated),
+        put(np.stack([s[1] for s in spectra]), replicated),
+        put(b0, replicated), put(readout, replicated),
+        put(point_lam, split, jnp.int32), put(np.where(real, mu[safe], 0.0), split),
+        put(indices["y_index"][safe], split, jnp.int32),
+        put(indices["readout_index"][safe], split, jnp.int32),
+        mesh=mesh, lanes=lanes, settings=settings, tol=tol))
+  pr = np.zeros((g, n, readout.shape[2]))
+  pr[flat[real]] = np.asarray(out["pr"], np.float64)[real]
+  iterations = np.zeros(g, np.int64)
+  iterations[flat[real]] = np.asarray(out["iterations"])[real]
+  error = np.full(g, np.inf)
+  error[flat[real]] = np.asarray(out["error"], np.float64)[real]
   failed = ~np.isfinite(error) | ~np.isfinite(pr).all(axis=(1, 2))
   return RegenerationResult(lam=lam, mu=mu, pr=pr, iterations=iterations,
                             converged=(error < tol) & ~failed, failed=failed)
@@ -318,6 +397,8 @@ def grid_arrays(params: Mapping[str, np.ndarray], method: str) -> tuple[np.ndarr
 def check_inputs(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
                  num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """Validates a method's inputs; returns them as float64 features and int64 labels.
+
+  ``ys`` is (n_s,) (one labelling for every grid point) or (G, n_s) (one per grid point).
 
   Raises:
     ValueError: naming the argument that does not fit (shape, label range, non-finite values).
@@ -334,11 +415,27 @@ def check_inputs(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
   for name in ("xt", "xq"):
     if arrays[name].shape[1] != d:
       raise ValueError(f"{name} has {arrays[name].shape[1]} features, xs has {d}")
-  ys = np.asarray(ys).reshape(-1)
-  if ys.shape[0] != arrays["xs"].shape[0]:
-    raise ValueError(f"ys must hold one label per row of xs ({arrays['xs'].shape[0]}), got "
-                     f"{ys.shape[0]}")
+  ys = np.asarray(ys)
+  ys = ys.reshape(-1) if ys.ndim <= 1 else ys
+  if ys.ndim > 2 or ys.shape[-1] != arrays["xs"].shape[0]:
+    raise ValueError(f"ys must hold one label per row of xs ({arrays['xs'].shape[0]}), as "
+                     f"(n_s,) or (G, n_s), got shape {ys.shape}")
   if ys.size and (ys.min() < 0 or ys.max() >= num_classes):
     raise ValueError(f"ys must hold class indices in [0, {num_classes}), got "
                      f"[{ys.min()}, {ys.max()}]")
   return arrays["xs"], ys.astype(np.int64), arrays["xt"], arrays["xq"]
+
+
+def labellings(ys: np.ndarray, num_points: int) -> tuple[np.ndarray, np.ndarray]:
+  """The distinct labellings of ``ys`` ((n_s,) or (G, n_s)) and each grid point's index.
+
+  Returns:
+    ``(distinct, index)``: (L, n_s) labellings and (G,) the labelling of each point.
+  """
+  if ys.ndim == 1:
+    return ys[None], np.zeros(num_points, np.int64)
+  if ys.shape[0] != num_points:
+    raise ValueError(f"ys of shape (G, n_s) must have one row per grid point ({num_points}), "
+                     f"got {ys.shape[0]}")
+  distinct, index = np.unique(ys, axis=0, return_inverse=True)
+  return distinct, np.asarray(index).reshape(-1)

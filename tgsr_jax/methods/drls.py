@@ -39,7 +39,8 @@ def fit_predict(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
   """Fits DRLS at every ``(lambda, mu)`` of ``params`` and predicts ``xq``.
 
   Args:
-    xs, ys: labelled source (n_s, d), (n_s,) class indices in [0, num_classes).
+    xs, ys: labelled source (n_s, d), (n_s,) class indices in [0, num_classes); or (G, n_s),
+      one labelling per grid point (the kernels and spectra are shared by all of them).
     xt: (n_t, d) unlabelled target.
     xq: (Q, d) query samples.
     params: ``'lambda'`` and ``'mu'`` (G,) arrays.
@@ -53,9 +54,10 @@ def fit_predict(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
   """
   xs, ys, xt, xq = _regenerate.check_inputs(xs, ys, xt, xq, num_classes)
   lam, mu = _regenerate.grid_arrays(params, "DRLS")
+  distinct, index = _regenerate.labellings(ys, lam.size)
   kernels = _regenerate.Kernels(xs, xt, xq)
-  one_hot = np.eye(num_classes)[ys]                           # (n_s, C)
-  out = _regenerate.solve_grid(kernels, one_hot, np.eye(num_classes), lam, mu,
+  one_hot = np.eye(num_classes)[distinct]                     # (L, n_s, C)
+  out = _regenerate.solve_grid(kernels, one_hot, np.eye(num_classes), lam, mu, y_index=index,
                                precision=precision, settings=settings, devices=devices)
   scores = np.einsum("nq,gnc->gqc", kernels.k_q, out.pr)
   labels = np.where(out.failed[:, None], -1, np.argmax(scores, axis=-1))
@@ -65,4 +67,4 @@ def fit_predict(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
 
 
 METHOD = methods.Method(name="DRLS", grid=_regenerate.GRID, grid_source=_regenerate.GRID_SOURCE,
-                        fit_predict=fit_predict, iterative=True)
+                        fit_predict=fit_predict, iterative=True, labels_per_point=True)

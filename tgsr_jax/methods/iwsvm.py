@@ -228,19 +228,27 @@ def fit_predict(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
   k_train, k_query = xs @ xs.T, xq @ xs.T
   labels = np.full((width.size, len(xq)), -1, np.int64)
   failed = np.zeros(width.size, bool)
+  failure = np.full(width.size, "", dtype=object)
   for i in range(width.size):
     b = kmm.weights[which[i]]
     if not np.isfinite(b).all():
       failed[i] = True
+      failure[i] = "KMM weights not finite"
       continue
     try:
       labels[i], _ = svm.ovo_svm(k_train, ys, k_query, num_classes=num_classes, c=float(cs[i]),
                                  sample_weight=b)
-    except ValueError:    # LIBSVM refuses a pair whose weights are all 0
+    except ValueError as e:
+      # KMM matched the target's kernel mean without some class (its weights are all 0 within
+      # the bound B and the sum's slack eps): LIBSVM cannot train that class's pairs. The
+      # solution of the QP, not a solver failure (it is the same in float64 and float32).
       failed[i] = True
+      empty = [int(c) for c in np.unique(ys) if not np.any(b[ys == c] > 0)]
+      failure[i] = (f"KMM gives weight 0 to every source sample of class {empty} (B = "
+                    f"{settings.bound:g}); LIBSVM cannot train its pairs ({e})")
   return methods.GridPredictions(params={"width": width, "C": cs}, labels=labels,
                                  iterations=kmm.iterations[which], converged=kmm.converged[which],
-                                 failed=failed)
+                                 failed=failed, failure=failure.astype(str))
 
 
 METHOD = methods.Method(name="IW-SVM", grid=GRID, grid_source=GRID_SOURCE, fit_predict=fit_predict,

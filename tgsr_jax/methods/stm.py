@@ -38,7 +38,10 @@ enters only through C / lambda against the kernel's scale; lambda -> 0 lets the 
 weights, a large lambda leaves KMM weights: on the SMIC LBP-TOP features (linear kernel entries
 about 20) every lambda >= 1 gives the same predictions, so the grid extends downwards). A point
 fails (labels -1) where a QP does not converge, an SVM cannot be trained, or C or lambda is not
-positive.
+positive; ``failure`` says which. The weight QPs are solved in float64 whatever ``precision``
+(n <= 130 variables on the host: float32 saves nothing there, and its interior point iteration
+does not reach its tolerance where C / lambda >= 1e4 scales the losses far above the kernel,
+which failed those points on the synthetic benchmarks).
 """
 from __future__ import annotations
 
@@ -96,39 +99,44 @@ def stm_binary(k_pair: np.ndarray, target: np.ndarray, kappa: np.ndarray, cs: np
     k_pair: (n, n) kernel of the machine's source rows; target: (n,) labels +1 / -1.
     kappa: (n,) the KMM vector of these rows against the target.
     cs, lams: (G,) the grid.
-    precision: of the weight QPs ('float64' or 'float32'); the SVMs train in double precision.
+    precision: accepted for the common signature; the weight QPs and the SVMs run in double
+      precision (see the module docstring).
     alternations: the number of weight steps.
 
   Returns:
-    the fitted machines (a list, None where a point failed), the final weights (G, n), and
-    per-point flags: converged (the last step moved the weights by < 1e-3 x max(1, max s)).
+    the fitted machines (a list, None where a point failed), the final weights (G, n),
+    per-point flags: converged (the last step moved the weights by < 1e-3 x max(1, max s)), and
+    (G,) why a point failed ('' where it did not).
   """
   n, size = len(target), len(cs)
   weights = np.ones((size, n))
   alive = np.ones(size, bool)
   settled = np.zeros(size, bool)
   machines: list = [None] * size
+  failure = np.full(size, "", dtype=object)
   for step in range(alternations + 1):
     losses = np.zeros((size, n))
     for p in np.flatnonzero(alive):
       try:
         machines[p] = _machine(k_pair, target, weights[p], float(cs[p]))
-      except ValueError:
+      except ValueError as e:
         machines[p], alive[p] = None, False
+        failure[p] = f"SVM of weight step {step} cannot be trained ({e})"
         continue
       losses[p] = np.maximum(0.0, 1.0 - target * machines[p].decision_function(k_pair))
     if step == alternations:
       break
-    new, met = weight_step(k_pair, kappa, losses, cs / lams,
-                           dtype=np.float64 if precision == "float64" else np.float32)
+    new, met = weight_step(k_pair, kappa, losses, cs / lams)
     new = np.asarray(new, np.float64)
     new = np.clip(new, 0.0, None)
     moved = np.max(np.abs(new - weights), axis=1)
     settled = moved <= 1e-3 * np.maximum(1.0, np.max(new, axis=1))
-    alive &= met & np.all(np.isfinite(new), axis=1)
+    lost = alive & ~(met & np.all(np.isfinite(new), axis=1))
+    failure[lost] = f"weight QP of step {step + 1} did not converge"
+    alive &= ~lost
     weights = np.where(alive[:, None], new, weights)
   machines = [m if a else None for m, a in zip(machines, alive)]
-  return machines, weights, settled & alive
+  return machines, weights, settled & alive, failure.astype(str)
 
 
 def _fit_predict(xs, ys, xt, xq, params: Mapping[str, np.ndarray], *, num_classes: int,
@@ -142,6 +150,7 @@ def _fit_predict(xs, ys, xt, xq, params: Mapping[str, np.ndarray], *, num_classe
   order = svm.first_appearance_order(ys)
   pairs = [(i, j) for i in range(len(order)) for j in range(i + 1, len(order))]
   decisions = np.zeros((size, len(xq), len(pairs)))
+  failure = np.where(valid, "", "C and lambda must be positive").astype(object)
   ok = valid.copy()
   converged = valid.copy()
   if precision not in ad.PRECISIONS:
@@ -152,10 +161,12 @@ def _fit_predict(xs, ys, xt, xq, params: Mapping[str, np.ndarray], *, num_classe
     rows = np.flatnonzero((ys == order[i]) | (ys == order[j]))
     target = np.where(ys[rows] == order[i], 1, -1)
     kappa = len(rows) / len(xt) * k_st[rows].sum(axis=1)
-    machines, _, settled = stm_binary(k_ss[np.ix_(rows, rows)], target, kappa, cs[valid],
-                                      lams[valid], precision=precision)
-    for p, machine, s in zip(np.flatnonzero(valid), machines, settled):
+    machines, _, settled, why = stm_binary(k_ss[np.ix_(rows, rows)], target, kappa, cs[valid],
+                                           lams[valid], precision=precision)
+    for p, machine, s, reason in zip(np.flatnonzero(valid), machines, settled, why):
       if machine is None:
+        if ok[p]:
+          failure[p] = f"machine {order[i]} vs {order[j]}: {reason}"
         ok[p] = converged[p] = False
         continue
       converged[p] &= bool(s)
@@ -163,7 +174,8 @@ def _fit_predict(xs, ys, xt, xq, params: Mapping[str, np.ndarray], *, num_classe
   labels = [svm.ovo_predict(svm.ovo_votes(decisions[p], order, num_classes), order)
             if ok[p] else None for p in range(size)]
   out = ad.assemble({"C": cs, "lambda": lams}, labels, len(xq),
-                    iterations=np.where(valid, ALTERNATIONS, 0), converged=converged)
+                    iterations=np.where(valid, ALTERNATIONS, 0), converged=converged,
+                    failure=failure.astype(str))
   return out
 
 

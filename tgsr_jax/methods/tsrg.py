@@ -11,8 +11,7 @@ so that regenerated source samples stay where they are while the regenerated sou
 means coincide. Solved by the authors' inexact ALM, shared with DRLS
 (:mod:`tgsr_jax.methods._regenerate`: kappa from 1e-3, times 1.1 per iteration up to 1e15,
 ``P = T = 1`` at the start, stop at ``max |P - Q| < 1e-8``). ``P`` is n x 15045 per grid point
-on the CDMER features: the mu values of one lambda iterate together in chunks that fit
-``memory_budget``.
+on the CDMER features: the grid points run on a pool of lanes that fits ``memory_budget``.
 
 Classifier: the benchmark's linear LIBSVM (C = 1, one-vs-one) trained once on the raw source
 ``X_s`` and applied to the regenerated queries ``P^T K_q`` (``K_q = X^T X_q``; queries enter only
@@ -81,14 +80,15 @@ def fit_predict(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
   """Fits TSRG at every ``(lambda, mu)`` of ``params`` and predicts ``xq``.
 
   Args:
-    xs, ys: labelled source (n_s, d), (n_s,) class indices in [0, num_classes).
+    xs, ys: labelled source (n_s, d), (n_s,) class indices in [0, num_classes); or (G, n_s),
+      one labelling per grid point (the regeneration, which ignores labels, is shared).
     xt: (n_t, d) unlabelled target.
     xq: (Q, d) query samples.
     params: ``'lambda'`` and ``'mu'`` (G,) arrays.
     num_classes: C.
     precision: ``'float64'`` (reference) or ``'float32'``.
     settings: ALM settings.
-    memory_budget: bytes for the iterates of one chunk of grid points.
+    memory_budget: bytes for the iterates of one device's pool of lanes.
     devices: devices to shard grid points over (default: all local devices).
 
   Returns:
@@ -96,12 +96,24 @@ def fit_predict(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
   """
   xs, ys, xt, xq = _regenerate.check_inputs(xs, ys, xt, xq, num_classes)
   lam, mu = _regenerate.grid_arrays(params, "TSRG")
-  order, w, b = linear_ovo_machines(xs, ys)
+  distinct, index = _regenerate.labellings(ys, lam.size)
+  # The regenerator does not depend on the labels: one ALM per grid point whatever its
+  # labelling; each point is read out by its own labelling's machines (padded to C(C-1)/2).
+  pairs = num_classes * (num_classes - 1) // 2
+  machines = [linear_ovo_machines(xs, labels) for labels in distinct]
+  w = np.zeros((len(distinct), xs.shape[1], pairs))
+  b = np.zeros((len(distinct), pairs))
+  for j, (_, w_j, b_j) in enumerate(machines):
+    w[j, :, :w_j.shape[1]], b[j, :b_j.size] = w_j, b_j
   kernels = _regenerate.Kernels(xs, xt, xq)
-  out = _regenerate.solve_grid(kernels, xs, w, lam, mu, precision=precision, settings=settings,
-                               memory_budget=memory_budget, devices=devices)
-  decisions = np.einsum("nq,gnp->gqp", kernels.k_q, out.pr) + b       # (G, Q, P)
-  labels = svm.ovo_predict(svm.ovo_votes(decisions, order, num_classes), order)
+  out = _regenerate.solve_grid(kernels, xs, w, lam, mu, readout_index=index, precision=precision,
+                               settings=settings, memory_budget=memory_budget, devices=devices)
+  decisions = np.einsum("nq,gnp->gqp", kernels.k_q, out.pr) + b[index][:, None, :]  # (G, Q, P)
+  labels = np.empty((lam.size, xq.shape[0]), np.int64)
+  for j, (order, w_j, _) in enumerate(machines):
+    rows = index == j
+    votes = svm.ovo_votes(decisions[rows][..., :w_j.shape[1]], order, num_classes)
+    labels[rows] = svm.ovo_predict(votes, order)
   labels = np.where(out.failed[:, None], -1, labels)
   return methods.GridPredictions(params={"lambda": lam, "mu": mu}, labels=labels,
                                  iterations=out.iterations, converged=out.converged,
@@ -109,4 +121,4 @@ def fit_predict(xs: np.ndarray, ys: np.ndarray, xt: np.ndarray, xq: np.ndarray,
 
 
 METHOD = methods.Method(name="TSRG", grid=_regenerate.GRID, grid_source=_regenerate.GRID_SOURCE,
-                        fit_predict=fit_predict, iterative=True)
+                        fit_predict=fit_predict, iterative=True, labels_per_point=True)
