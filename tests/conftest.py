@@ -5,8 +5,16 @@ parallel training) are exercised on a CPU-only machine.
 """
 import os
 import pathlib
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+# One persistent XLA compilation cache for the run, shared by the xdist workers and the
+# command-line subprocesses the tests start (they inherit the environment): the suite compiles
+# the same tiny training steps many times over. Only compilations over a second are stored
+# (JAX's default), and a cache key covers the program, devices and flags, so a stale entry is
+# never used.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"subtle-tests-jax-cache-{os.getuid()}"))
 
 import pytest  # noqa: E402
 

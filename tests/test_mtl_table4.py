@@ -39,7 +39,8 @@ def test_table4_rows_and_resume(tmp_path):
   table = (tmp_path / "table4.md").read_text()
   assert "laf" in table.lower() and "single" in table.lower()
   assert ("Data of seed 0: expression: synthetic, seed 0, 26 samples; 25% held out for testing "
-          "(by subject where known); landmarks: synthetic, seed 1, 16 samples") in table
+          "(by subject where known); variant 'planted' (docs/synthetic_mtl.md); landmarks: "
+          "synthetic, seed 1, 16 samples") in table
   assert "Seeds: 0 (each seed draws the synthetic data" in table
   assert "at its final step" in table
   before = (tmp_path / "laf" / "seed_0" / "summary.json").stat().st_mtime_ns
