@@ -145,8 +145,8 @@ def prefetch_to_device(iterator: Iterable, size: int = 2, sharding=None) -> Iter
   queue = collections.deque()
   iterator = iter(iterator)
 
-  put = (sharding_lib.put_process_local if sharding is not None and jax.process_count() > 1
-         else jax.device_put)
+  # `put_process_local` is `jax.device_put` when this process is alone.
+  put = jax.device_put if sharding is None else sharding_lib.put_process_local
 
   def enqueue(count):
     for item in itertools.islice(iterator, count):

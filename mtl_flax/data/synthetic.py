@@ -160,6 +160,24 @@ def _crop_box(size: int, rng: np.random.Generator, margin=(0.1, 0.14)) -> tuple:
           size - 2 * m, size - 2 * m)
 
 
+def _sessions(order, subjects, pool, style: DomainStyle, image_size: int,
+              rng: np.random.Generator):
+  """Yields ``(i, prepared face, face box)`` for the samples in ``order`` (grouped by subject).
+
+  One session (face box, illumination) per subject, drawn from ``rng`` when its first sample
+  comes, so the draws interleave with the caller's per-sample draws as a single loop's would.
+  """
+  size = (image_size, image_size)
+  current, prep, box = -1, None, None
+  for i in order:
+    if subjects[i] != current:
+      current = subjects[i]
+      box = _crop_box(image_size, rng)
+      prep = render.prepare_face(pool[current], image_size=size, face_box=box,
+                                 illumination=_illumination(style, rng))
+    yield i, prep, box
+
+
 def _check_count(name: str, value: int) -> int:
   if int(value) < 1:
     raise ValueError(f"{name} must be >= 1, got {value!r}")
@@ -193,14 +211,7 @@ def make_expression_dataset(num: int, *, num_classes: int = 13, image_size: int 
   subjects = (np.arange(num) % num_subjects)[rng.permutation(num)].astype(np.int32)
   order = np.argsort(subjects, kind="stable")
   images = np.empty((num, image_size, image_size, 3), np.uint8)
-  size = (image_size, image_size)
-  current, prep, box = -1, None, None
-  for i in order:
-    if subjects[i] != current:  # one session (box, light) per subject
-      current = subjects[i]
-      box = _crop_box(image_size, rng)
-      prep = render.prepare_face(pool[current], image_size=size, face_box=box,
-                                 illumination=_illumination(style, rng))
+  for i, prep, box in _sessions(order, subjects, pool, style, image_size, rng):
     scale = float(rng.uniform(0.45, 0.75))
     aus = {k: v * scale for k, v in EXPRESSION_CLASSES[labels[i]][1].items()}
     # A faint random nuisance movement, so that classes are not separated by exact zeros.
@@ -369,14 +380,7 @@ def _planted_faces(kind: str, shown_class, factor, *, num_subjects: int, image_s
   displacement = np.empty_like(landmarks)
   poses = np.empty((num, 2, 3))
   boxes = np.empty((num, 4))
-  size = (image_size, image_size)
-  current, prep, box = -1, None, None
-  for i in order:
-    if subjects[i] != current:  # one session (box, light) per subject
-      current = subjects[i]
-      box = _crop_box(image_size, rng)
-      prep = render.prepare_face(pool[current], image_size=size, face_box=box,
-                                 illumination=_illumination(style, rng))
+  for i, prep, box in _sessions(order, subjects, pool, style, image_size, rng):
     displacement[i] = fields[shown_class[i]] * factor[i] * box[2]
     poses[i] = _planted_pose(box, image_size, rng)
     neutral[i], boxes[i] = prep.neutral, box
