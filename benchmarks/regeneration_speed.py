@@ -5,13 +5,17 @@ matrix, so its 259-point grid is the costliest of Tables II/III. Prints, from on
 
   (a) seconds per iteration of one grid point in a plain NumPy loop (float64, the formula of
       METHODS.md as written: ``U diag(1 / (D + kappa/2)) U^T (K_s X_s^T + (kappa P + T) / 2)``);
-  (b) seconds per iteration per grid point of the batched grid (tgsr_jax.methods._regenerate:
-      a pool of lanes, each running one point), in float64 and float32, measured as the
-      difference of two runs of ``2 x lanes`` points capped at k and 2k iterations (compilation
-      excluded; best of ``--repeats`` runs each, as the machine may be shared);
+  (b) seconds per iteration per grid point of the batched grid (tgsr_jax.methods._regenerate),
+      in float64 and float32, on both of its paths: the lane pool (``column_block=0``, each
+      lane running one point over all of P's columns) and the column-blocked path (the default
+      on a CPU: one point at a time, each cache-sized block of columns iterating from cache;
+      ``--column_block`` sets its width, default automatic), measured as the difference of two
+      runs of ``2 x lanes`` points capped at k and 2k iterations (compilation excluded; best of
+      ``--repeats`` runs each, as the machine may be shared);
   the speed-up of (b) over (a), the fraction of this machine's measured GEMM peak (the same
   precision) and copy bandwidth reached (model: ``2 n^2 m`` flops and six ``n x m`` arrays
-  read or written per iteration and point), and the projected whole-grid times for
+  read or written per iteration and point), the ceiling on any speed-up over (a) that an
+  iteration of ``2 n^2 m`` flops allows at that peak, and the projected whole-grid times for
   ``--iterations`` per point (the issue's estimate: about 200). ``--full`` also runs the whole
   grid (``--full_precision``; ``--full_points`` keeps the first points) once and compares
   it with the NumPy loop's time for the same points and iterations (the float64 iteration counts
@@ -62,8 +66,10 @@ def numpy_seconds_per_iteration(xs: np.ndarray, xt: np.ndarray, lam: float, mu: 
 
 
 def jax_seconds_per_iteration(kernels, xs, readout, lanes: int, precision: str,
-                              iterations: int, repeats: int = 2) -> float:
-  """Seconds per iteration per grid point of a pool of ``lanes`` lanes (``2 lanes`` points)."""
+                              iterations: int, repeats: int = 2,
+                              column_block: int | None = 0) -> float:
+  """Seconds per iteration per grid point of ``2 lanes`` points (``column_block`` as in
+  ``_regenerate.Settings``: 0 the lane pool of ``lanes`` lanes, None/w > 0 the blocked path)."""
   points = 2 * lanes
   lam = np.full(points, 10.0)
   mu = np.resize(np.asarray(_regenerate.MUS), points)
@@ -72,7 +78,7 @@ def jax_seconds_per_iteration(kernels, xs, readout, lanes: int, precision: str,
   best = {}
   for cap in (iterations, 2 * iterations):
     # tol 0: every point runs exactly `cap` iterations.
-    settings = _regenerate.Settings(max_iterations=cap, tol=0.0)
+    settings = _regenerate.Settings(max_iterations=cap, tol=0.0, column_block=column_block)
     run = lambda: _regenerate.solve_grid(kernels, xs, readout, lam, mu,  # noqa: E731
                                          precision=precision, settings=settings,
                                          memory_budget=budget, devices=jax.local_devices()[:1])
@@ -98,6 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
                       help="ALM iterations per grid point assumed by the projections")
   parser.add_argument("--lanes", type=int, default=4, help="pool lanes timed in (b)")
   parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--column_block", type=int, default=-1,
+                      help="width of the blocked path's column blocks (-1: automatic)")
   parser.add_argument("--peak_size", type=int, default=2048, help="GEMM size of the peak")
   parser.add_argument("--full", action="store_true", help="also time the whole grid once")
   parser.add_argument("--full_precision", default="float32")
@@ -122,30 +130,47 @@ def main(argv: list[str] | None = None) -> dict:
         f"{peak['float32'] / 1e9:.1f} GFLOP/s; copy bandwidth {bandwidth / 1e9:.1f} GB/s")
   record = {"numpy": min(numpy_seconds_per_iteration(xs, xt, 10.0, 0.01, args.numpy_iterations)
                          for _ in range(args.repeats))}
-  for precision in ("float64", "float32"):
-    record[precision] = jax_seconds_per_iteration(kernels, xs, readout, args.lanes, precision,
-                                                  args.jax_iterations, args.repeats)
+  block = None if args.column_block < 0 else args.column_block
   flops = 2 * n * n * m
+  for precision in ("float64", "float32"):
+    itemsize = 8 if precision == "float64" else 4
+    blocks, width = _regenerate.column_blocks(n, m, itemsize, block, "cpu")
+    record[f"blocks_{precision}"] = (blocks, width)
+    for path, column_block in (("pool", 0), ("blocked", block)):
+      record[f"{path}_{precision}"] = jax_seconds_per_iteration(
+          kernels, xs, readout, args.lanes, precision, args.jax_iterations, args.repeats,
+          column_block=column_block)
+    # The grid's default path on this CPU.
+    record[precision] = record[f"blocked_{precision}" if blocks else f"pool_{precision}"]
   print(f"seconds per iteration per grid point (n = {n}, m = {m}; {flops / 1e6:.0f} MFLOP):")
   print(f"  (a) NumPy loop, float64: {record['numpy']:.4f}  "
         f"({100 * flops / record['numpy'] / peak['float64']:.0f}% of the float64 peak)")
   for precision in ("float64", "float32"):
-    ratio = record["numpy"] / record[precision]
-    record[f"speedup_{precision}"] = ratio
     itemsize = 8 if precision == "float64" else 4
+    blocks, width = record[f"blocks_{precision}"]
+    for path in ("pool", "blocked"):
+      seconds = record[f"{path}_{precision}"]
+      label = (f"lane pool, {args.lanes} lanes" if path == "pool"
+               else f"column blocks, {blocks} x {width}")
+      print(f"  (b) batched JAX, {precision}, {label}: {seconds:.4f}  -> "
+            f"{record['numpy'] / seconds:.1f}x the NumPy loop; "
+            f"{100 * flops / seconds / peak[precision]:.0f}% of the {precision} GEMM peak, "
+            f"{100 * 6 * n * m * itemsize / seconds / bandwidth:.0f}% of the copy bandwidth")
+    record[f"speedup_{precision}"] = record["numpy"] / record[precision]
     record[f"peak_{precision}"] = flops / record[precision] / peak[precision]
     record[f"bandwidth_{precision}"] = 6 * n * m * itemsize / record[precision] / bandwidth
-    print(f"  (b) batched JAX, {precision} ({args.lanes} lanes): {record[precision]:.4f}  -> "
-          f"{ratio:.1f}x the NumPy loop; {100 * record[f'peak_{precision}']:.0f}% of the "
-          f"{precision} GEMM peak, {100 * record[f'bandwidth_{precision}']:.0f}% of the "
-          f"copy bandwidth")
+    record[f"ceiling_{precision}"] = record["numpy"] / (flops / peak[precision])
+    print(f"      ceiling at the {precision} peak ({flops / 1e6:.0f} MFLOP in "
+          f"{1e3 * flops / peak[precision]:.1f} ms): {record[f'ceiling_{precision}']:.1f}x "
+          f"the NumPy loop")
   total = points * args.iterations
   print(f"projected whole grid ({points} points x {args.iterations} iterations): NumPy "
         f"{total * record['numpy'] / 60:.1f} min, float64 {total * record['float64'] / 60:.1f} "
         f"min, float32 {total * record['float32'] / 60:.1f} min")
   if args.full:
     start = time.perf_counter()
-    out = tsrg.fit_predict(xs, ys, xt, xt, grid, num_classes=3, precision=args.full_precision)
+    out = tsrg.fit_predict(xs, ys, xt, xt, grid, num_classes=3, precision=args.full_precision,
+                           settings=_regenerate.Settings(column_block=block))
     record["full_seconds"] = time.perf_counter() - start
     numpy_seconds = out.iterations.sum() * record["numpy"]
     record["full_speedup"] = numpy_seconds / record["full_seconds"]

@@ -133,7 +133,7 @@ def network_row(base, network: str, seed: int, workdir) -> table5.Table5Row:
                                      f"table 5 network {network}, seed {seed}")
   return table5.Table5Row(
       f"{NETWORK_NAMES.get(network, network)} CNN ({network})",
-      summary["eval"]["expression_accuracy"],
+      summary["eval"]["expression_accuracy"], mf1=summary["eval"].get("expression_mf1"),
       settings=f"single-task expression network, backbone {network}, trained by the MTL loop")
 
 
@@ -149,7 +149,7 @@ def mtl_rows(table4_records) -> list[list[table5.Table5Row]]:
       name = f"ResNet, multi-task (Table 4 '{r['row']}')"
       what = f"sharing {r['sharing']}, trace norm {r['regulariser']}, ADA {r['ada']}"
     per_seed.setdefault(r["seed"], []).append(table5.Table5Row(
-        name, r["expression_accuracy"], settings=f"{what}; expression + landmark networks"))
+        name, r["expression_accuracy"], mf1=r.get("expression_mf1"), settings=f"{what}; expression + landmark networks"))
   return list(per_seed.values())
 
 

@@ -22,6 +22,7 @@ no image, and the training set is never copied into memory.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 
 import numpy as np
@@ -161,11 +162,21 @@ def _split(data: pipeline.TaskData, fraction: float, seed: int):
   return data.subset(train_idx), data.subset(test_idx)
 
 
+@functools.lru_cache(maxsize=4)
 def _synthetic_data(task: str, num: int, *, image_size: int, num_classes: int, seed: int,
                     variant: str):
+  """The generated dataset, drawn once per process for each setting.
+
+  Table runs train many rows on the same seed's data in one process; each takes its split by
+  ``TaskData.subset`` (fancy indexing: copies), so the cached arrays are never written.
+  """
   kind = tasks_lib.get(task)
-  return pipeline.TaskData(*kind.synthetic(num, image_size, num_classes,
-                                           seed + kind.synthetic_seed_offset, variant))
+  arrays = kind.synthetic(num, image_size, num_classes, seed + kind.synthetic_seed_offset,
+                          variant)
+  for a in arrays:
+    if isinstance(a, np.ndarray):
+      a.setflags(write=False)
+  return pipeline.TaskData(*arrays)
 
 
 def _read_expressions(task, data, *, image_size, num_classes, seed, progress, num_workers):

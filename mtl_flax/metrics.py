@@ -38,6 +38,21 @@ def accuracy(logits, labels):
   return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
 
 
+def macro_f1(logits, labels) -> float:
+  """Macro-F1 of the arg-max class: the mean F1 over the classes in the labels or predictions.
+
+  As scikit-learn's ``f1_score(labels, predictions, average='macro')`` (a class with no true
+  and no predicted sample is not counted; a class predicted but never true scores 0). NumPy,
+  on the host (evaluation).
+  """
+  predictions = np.asarray(logits).argmax(axis=-1).reshape(-1)
+  labels = np.asarray(labels).reshape(-1)
+  classes = np.union1d(labels, predictions)
+  tp = np.array([np.sum((predictions == c) & (labels == c)) for c in classes], np.float64)
+  predicted = np.array([np.sum(predictions == c) for c in classes], np.float64)
+  true = np.array([np.sum(labels == c) for c in classes], np.float64)
+  return float(np.mean(2.0 * tp / (predicted + true)))
+
 def _as_points(landmarks):
   landmarks = jnp.asarray(landmarks)
   if landmarks.shape[-1] != 2:

@@ -92,7 +92,8 @@ def _landmark_loss(pred, points, options: LossOptions):
 
 def _expression_metrics(logits, labels, nme_normalisation):
   del nme_normalisation
-  return {"expression_accuracy": float(metrics_lib.accuracy(logits, labels))}
+  return {"expression_accuracy": float(metrics_lib.accuracy(logits, labels)),
+          "expression_mf1": metrics_lib.macro_f1(logits, labels)}
 
 
 def _landmark_metrics(pred, points, nme_normalisation):

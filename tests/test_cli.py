@@ -51,3 +51,31 @@ def test_success_is_untouched(tmp_path):
   proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                         cwd=REPO, timeout=120)
   assert proc.returncode == 0 and proc.stdout.strip() == "ok"
+
+
+def test_compilation_cache_location(monkeypatch, tmp_path):
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  assert cli.compilation_cache_dir() == str(tmp_path / "subtle" / "jax")
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/somewhere/else")
+  assert cli.compilation_cache_dir() == "/somewhere/else"
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "none")
+  assert cli.compilation_cache_dir() is None
+
+
+def test_runs_use_the_compilation_cache(tmp_path):
+  # Entry points switch JAX's persistent cache on (and `none` switches it off, though JAX read
+  # the variable itself as a folder name at import).
+  script = _program(tmp_path, """
+      import jax
+      print(jax.config.jax_compilation_cache_dir)
+      """)
+  env = {k: v for k, v in __import__("os").environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  for setting, expected in ((None, str(tmp_path / "xdg" / "subtle" / "jax")), ("none", "None")):
+    run_env = dict(env, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    if setting is not None:
+      run_env["JAX_COMPILATION_CACHE_DIR"] = setting
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, env=run_env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == expected

@@ -60,6 +60,42 @@ def test_regenerator_equals_the_numpy_alm(d):
     np.testing.assert_allclose(out.pr[i], p, rtol=0, atol=5e-8)
 
 
+def test_column_blocks_stop_where_the_whole_matrix_stops():
+  # The blocked path (TSRG's on a CPU) runs each block of P's columns on its own and must stop
+  # every block at the iteration where max |P - Q| over all columns first falls below tol. Scaled
+  # columns make the blocks' own stopping iterations differ, and the whole matrix stops later
+  # than any block on its own (a block's error dips below tol and rises again), so a block
+  # must be taken past its own first stop: the passes over blocks do that.
+  xs, ys, xt, _ = small_problem(seed=5, d=40)
+  xs = xs * np.repeat([1.0, 3.0, 0.3, 1.5], 10)[None, :]
+  xt = xt * np.repeat([1.0, 3.0, 0.3, 1.5], 10)[None, :]
+  lam, mu = np.array([1.0, 10.0]), np.array([0.01, 0.4])
+  kernels = _regenerate.Kernels(xs, xt, xt)
+  own = [reference.regeneration_alm(xs, xt, xs[:, c:c + 10], lam[0], mu[0])[1]
+         for c in range(0, 40, 10)]
+  assert len(set(own)) > 1                               # blocks stop at different iterations
+  pool = _regenerate.solve_grid(kernels, xs, np.eye(40), lam, mu,
+                                settings=_regenerate.Settings(column_block=0))
+  for block in (10, 12):                                 # 4 blocks of 10; 4 of 16 with padding
+    blocked = _regenerate.solve_grid(kernels, xs, np.eye(40), lam, mu,
+                                     settings=_regenerate.Settings(column_block=block))
+    np.testing.assert_array_equal(blocked.iterations, pool.iterations)
+    assert blocked.converged.all()
+    np.testing.assert_allclose(blocked.pr, pool.pr, rtol=0, atol=1e-9)
+    for i in range(2):
+      p, iterations = reference.regeneration_alm(xs, xt, xs, lam[i], mu[i])
+      assert blocked.iterations[i] == iterations
+      np.testing.assert_allclose(blocked.pr[i], p, rtol=0, atol=2e-7)
+  assert pool.iterations[0] > max(own)
+  # The automatic choice: blocked on a CPU when P is wider than tall, the lane pool otherwise.
+  assert _regenerate.column_blocks(142, 15045, 8, None, "cpu")[0] > 1
+  assert _regenerate.column_blocks(142, 3, 8, None, "cpu") == (0, 0)
+  assert _regenerate.column_blocks(142, 15045, 8, None, "gpu") == (0, 0)
+  assert _regenerate.column_blocks(142, 15045, 8, 0, "cpu") == (0, 0)
+  blocks, width = _regenerate.column_blocks(142, 15045, 4, 4096, "gpu")
+  assert blocks == 4 and width % 8 == 0 and blocks * width >= 15045
+
+
 def test_registry_failed_points_and_bad_inputs():
   method = methods.get("TSRG")
   assert method is tsrg.METHOD and len(methods.grid_points(method.grid)["mu"]) == 259

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
+from sklearn.metrics import f1_score
 
 from mtl_flax import metrics
 from mtl_flax.data import readers
@@ -25,6 +26,19 @@ def test_accuracy_matches_sklearn():
   assert float(metrics.accuracy(logits, labels)) == pytest.approx(
       accuracy_score(labels, logits.argmax(1)))
 
+
+
+def test_macro_f1_matches_sklearn():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(60, 13))
+  logits[:, 12] -= 10.0                                  # class 12 never predicted
+  labels = rng.integers(0, 12, 60)                       # and never true: not counted
+  labels[:3] = 11
+  predictions = logits.argmax(1)
+  assert metrics.macro_f1(logits, labels) == pytest.approx(
+      f1_score(labels, predictions, average="macro"), abs=1e-12)
+  assert 0.0 < metrics.macro_f1(logits, labels) < 1.0
+  assert metrics.macro_f1(np.eye(4)[[0, 1, 2, 3, 3]], np.array([0, 1, 2, 3, 3])) == 1.0
 
 @pytest.mark.parametrize("norm", ["pupil", "ocular"])
 def test_nme_matches_loop(norm):

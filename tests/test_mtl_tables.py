@@ -93,10 +93,13 @@ def test_tables_command_resumes_after_a_kill_and_its_numbers_are_the_runs(tmp_pa
   network = [_summary(tmp_path / "table5" / "alexnet_tiny" / f"seed_{s}") for s in (0, 1)]
   assert json.loads((tmp_path / "table5" / "alexnet_tiny" / "seed_1" / "config.json")
                     .read_text())["model"]["backbone"] == "alexnet_tiny"
-  assert list(network[0]["eval"]) == ["expression_accuracy"]  # a single-task network
+  # A single-task network: expression metrics only.
+  assert list(network[0]["eval"]) == ["expression_accuracy", "expression_mf1"]
   [alexnet] = [r for m, r in by_method.items() if "alexnet_tiny" in m]
   np.testing.assert_allclose(float(alexnet["accuracy"]),
                              np.mean([n["eval"]["expression_accuracy"] for n in network]))
+  np.testing.assert_allclose(float(alexnet["mf1"]),
+                             np.mean([n["eval"]["expression_mf1"] for n in network]))
   [laf] = [r for m, r in by_method.items() if "'laf'" in m]
   np.testing.assert_allclose(float(laf["accuracy"]), np.mean([acc[("laf", s)] for s in (0, 1)]))
   assert laf["num_seeds"] == "2"

@@ -30,6 +30,16 @@ writes out that point's result (and iteration count) and restarts on the next qu
 the grid costs the sum of its points' iterations, not the slowest point's times the grid size.
 The points are split over the local devices.
 
+Column blocks (the default on a CPU when ``m > n``, i.e. TSRG): every column of ``P`` is its
+own problem (the product, the threshold and the multiplier act column by column); only the
+stopping rule, ``max |P - Q|`` over all columns, couples them. The lane pool streams each
+lane's whole ``(n, m)`` iterate (8.5 MB in float32 on the CDMER features) from memory several
+times an iteration, which bounds it by memory bandwidth on a CPU; the blocked path runs one
+point at a time and lets each cache-sized block of columns iterate from cache, and finds the
+reference's stopping iteration exactly (:func:`_blocked_point`). Its product per block is an
+``n x n`` by ``n x w`` GEMM, close to the machine's GEMM peak. Accelerators keep the lane pool
+(their memory bandwidth feeds the product, and many lanes fill them).
+
 Low rank: ``K~ K~^T`` has rank ``r <= n_s + 1``, so ``A(kappa) = (2/kappa) I + U_r diag(1 / (D_r
 + kappa/2) - 2/kappa) U_r^T``; but applying it still takes two products (``U_r^T X`` and ``U_r``
 times that, ``4 r n m`` flops against ``2 n^2 m``), a gain only where ``2 r < n`` (n_t > n_s + 2),
@@ -81,6 +91,9 @@ class Settings:
     tol: stopping tolerance on ``max |P - Q|``; None picks ``DEFAULT_TOL[precision]``.
     max_iterations: iteration cap (a point still running there is reported not converged).
     init_value: initial value of every entry of P and T.
+    column_block: None (automatic: on a CPU, points with ``m > n`` (TSRG) run one after another
+      in cache-sized blocks of columns, elsewhere on the lane pool), 0 (always the lane pool)
+      or a block width in columns (always blocked). Both give the reference's iterates.
   """
   kappa0: float = 1e-3
   rho: float = 1.1
@@ -88,6 +101,7 @@ class Settings:
   tol: float | None = None
   max_iterations: int = 2000
   init_value: float = 1.0
+  column_block: int | None = None
 
   def resolved_tol(self, precision: str) -> float:
     return DEFAULT_TOL[precision] if self.tol is None else float(self.tol)
@@ -270,6 +284,146 @@ def _iterate(u, dvals, b0, readout, point_lam, point_mu, point_b0, point_readout
       check_vma=False)(u, dvals, b0, readout, point_lam, point_mu, point_b0, point_readout)
 
 
+# Bytes of the per-block working set (b0, the clip, right-hand side and soft parts of one block
+# of columns, about five n x w arrays) that the blocked path keeps in cache: a block iterates
+# from the cache while a whole (n, m) iterate streams from memory every iteration.
+BLOCK_CACHE_BYTES = 8 << 20
+
+
+def column_blocks(n: int, m: int, itemsize: int, column_block: int | None, platform: str
+                  ) -> tuple[int, int]:
+  """``(number of blocks, block width)`` of the blocked path, or ``(0, 0)`` for the lane pool.
+
+  ``column_block`` None picks: blocked on a CPU when ``m > n`` (TSRG), width from
+  :data:`BLOCK_CACHE_BYTES`; the lane pool elsewhere (DRLS; accelerators, whose memory
+  bandwidth feeds the product). 0 forces the lane pool, ``w > 0`` blocks of about ``w`` columns.
+  """
+  if column_block is None:
+    if platform != "cpu" or m <= n:
+      return 0, 0
+    column_block = max(128, BLOCK_CACHE_BYTES // (5 * n * itemsize))
+  if column_block <= 0:
+    return 0, 0
+  blocks = -(-m // min(int(column_block), m))
+  width = -(-m // blocks)
+  return blocks, -(-width // 8) * 8                      # widths a multiple of 8 (vector lanes)
+
+
+def _blocked_point(u: jax.Array, dvals: jax.Array, b0: jax.Array, readout: jax.Array,
+                   live: jax.Array, lam: jax.Array, mu: jax.Array, *, columns: jax.Array,
+                   settings: Settings, tol: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+  r"""One grid point's ALM, column block by column block, with the reference's iterates.
+
+  The columns of ``P`` are independent problems except for the stopping rule (``max |P - Q|``
+  over all of them), so a block can run many iterations while it sits in cache. The stop is
+  found exactly: each block advances from where it is to the first iteration ``k >= K`` at
+  which its own error is below ``tol`` (``K`` the largest such ``k`` so far), and passes over
+  the blocks repeat until every block sits at the same ``K`` and is below there. No iteration
+  before ``K`` had every block below (the block that raised ``K`` was above at each), so ``K``
+  is the reference's stopping iteration and every block's iterate is the reference's at ``K``.
+  A non-finite error or the iteration cap also stops a block; a non-finite error anywhere
+  marks the point failed.
+
+  Args:
+    u, dvals: (n, n) and (n,) this point's spectrum.
+    b0: (B, n, w) ``K_s Y^T`` in column blocks (padding columns zero).
+    readout: (B, w, r) the readout in the same blocks.
+    live: scalar bool (False: a padding point; it runs from zeros and stops at once).
+    lam: unused (the spectrum is this point's); mu: the point's mu.
+    columns: (B, 1, w) 1 on real columns, 0 on padding (their iterates stay exactly 0).
+
+  Returns:
+    ``pr`` (n, r), ``iterations`` (scalar), ``error`` (scalar ``max |P - Q|`` at the stop).
+  """
+  del lam
+  num_blocks, n, width = b0.shape
+  dtype = b0.dtype
+  rho = jnp.asarray(settings.rho, dtype)
+  kappa_max = jnp.asarray(settings.kappa_max, dtype)
+  kappa0 = jnp.asarray(settings.kappa0, dtype)
+  init = jnp.where(live, jnp.asarray(settings.init_value, dtype), 0) * columns   # (B, 1, w)
+  b0 = b0 * live.astype(dtype)
+
+  def stop_ok(error, k):
+    # k = 0: not started (the error there is a placeholder).
+    return (k > 0) & ((error < tol) | ~jnp.isfinite(error) | (k >= settings.max_iterations))
+
+  def iterate(b, block):
+    clip, rhs, soft, kappa, kappa_used, k, _ = block
+    scale = 1.0 / (dvals + 0.5 * kappa)
+    product = ((u * scale) @ u.T) @ rhs          # A(kappa) formed (2 n^3) then applied
+    w_new = kappa * product + clip
+    clip_new = jnp.clip(w_new, -mu, mu)
+    error = jnp.max(jnp.abs(clip_new - clip)) / kappa
+    kappa_next = jnp.minimum(rho * kappa, kappa_max)
+    soft = w_new - clip_new
+    rhs = b0[b] + 0.5 * ((kappa_next / kappa) * soft - clip_new)
+    return clip_new, rhs, soft, kappa_next, kappa, k + 1, error
+
+  def advance(b, state):
+    blocks, target = state
+    block = jax.tree.map(lambda a: a[b], blocks)
+    block = jax.lax.while_loop(
+        lambda blk: ~((blk[5] >= target) & stop_ok(blk[6], blk[5])),
+        functools.partial(iterate, b), block)
+    blocks = jax.tree.map(lambda a, x: a.at[b].set(x), blocks, block)
+    return blocks, jnp.maximum(target, block[5])
+
+  def unfinished(state):
+    blocks, target = state
+    k, error = blocks[5], blocks[6]
+    return ~(jnp.all(k == target) & jnp.all(stop_ok(error, k)))
+
+  clip = jnp.broadcast_to(-init, b0.shape)
+  rhs = b0 + 0.5 * (kappa0 * init + init)
+  blocks = (clip, rhs, jnp.zeros_like(b0), jnp.full((num_blocks,), kappa0),
+            jnp.full((num_blocks,), kappa0), jnp.zeros((num_blocks,), jnp.int32),
+            jnp.full((num_blocks,), jnp.inf, dtype))
+  blocks, target = jax.lax.while_loop(
+      unfinished, lambda s: jax.lax.fori_loop(0, num_blocks, advance, s),
+      (blocks, jnp.zeros((), jnp.int32)))
+  _, _, soft, _, kappa_used, _, error = blocks
+  p = soft / kappa_used[:, None, None]                                 # (B, n, w)
+  pr = jnp.einsum("bnw,bwr->nr", p, readout)
+  error = jnp.where(jnp.all(jnp.isfinite(error)), jnp.max(error), jnp.inf)
+  return pr, target, error
+
+
+def _iterate_blocked_impl(u, dvals, b0, readout, point_lam, point_mu, point_b0, point_readout,
+                          *, columns, settings: Settings, tol: float) -> dict[str, jax.Array]:
+  """The points of one device one after another, each by :func:`_blocked_point`."""
+  n, r_out = b0.shape[2], readout.shape[3]
+
+  def one(args):
+    lam, mu, b, r = args
+    safe = jnp.maximum(lam, 0)
+    run = lambda: _blocked_point(  # noqa: E731
+        u[safe], dvals[safe], b0[b], readout[r], lam >= 0, safe, mu.astype(b0.dtype),
+        columns=columns, settings=settings, tol=tol)
+    # Padding points (lam < 0) are skipped (lax.map's body is not batched: cond branches).
+    skip = lambda: (jnp.zeros((n, r_out), b0.dtype), jnp.zeros((), jnp.int32),  # noqa: E731
+                    jnp.asarray(jnp.inf, b0.dtype))
+    return jax.lax.cond(lam >= 0, run, skip)
+
+  pr, iterations, error = jax.lax.map(one, (point_lam, point_mu, point_b0, point_readout))
+  return {"pr": pr, "iterations": iterations, "error": error}
+
+
+@functools.partial(jax.jit, static_argnames=("mesh", "settings", "tol"))
+def _iterate_blocked(u, dvals, b0, readout, columns, point_lam, point_mu, point_b0,
+                     point_readout, *, mesh: Mesh, settings: Settings, tol: float):
+  """:func:`_iterate_blocked_impl` with the point queue split over the devices of ``mesh``."""
+  def local(u, dvals, b0, readout, columns, *points):
+    return _iterate_blocked_impl(u, dvals, b0, readout, *points, columns=columns,
+                                 settings=settings, tol=tol)
+  replicated, split = PartitionSpec(), PartitionSpec("lanes")
+  return jax.shard_map(
+      local, mesh=mesh, in_specs=(replicated,) * 5 + (split,) * 4,
+      out_specs={"pr": split, "iterations": split, "error": split},
+      check_vma=False)(u, dvals, b0, readout, columns, point_lam, point_mu, point_b0,
+                       point_readout)
+
+
 @dataclasses.dataclass(frozen=True)
 class RegenerationResult:
   """The ALM's outcome at every grid point (rows of ``lam``/``mu``).
@@ -322,7 +476,8 @@ def solve_grid(kernels: Kernels, y: np.ndarray, readout: np.ndarray, lam: np.nda
     precision: ``'float64'`` (reference) or ``'float32'``.
     settings: ALM settings.
     memory_budget: bytes allowed for the iterates of one device's lanes (about eight (n, m)
-      arrays per lane are live).
+      arrays per lane are live). The blocked path (``settings.column_block``) holds one point's
+      iterates per device (four (n, m) arrays) whatever the budget.
     devices: devices to split the points over (default: all local devices).
 
   Returns:
@@ -366,18 +521,32 @@ def solve_grid(kernels: Kernels, y: np.ndarray, readout: np.ndarray, lam: np.nda
     dtype = solver.resolve_dtype(precision)
     itemsize = np.dtype(dtype).itemsize
     tol = settings.resolved_tol(precision)
-    lanes = pool_lanes(-(-g // num_devices), 8 * n * m * itemsize, memory_budget)
     replicated = NamedSharding(mesh, PartitionSpec())
     split = NamedSharding(mesh, PartitionSpec("lanes"))
     put = lambda a, sharding, kind=dtype: jax.device_put(jnp.asarray(a, kind), sharding)  # noqa: E731
-    out = jax.device_get(_iterate(
-        put(np.stack([s[0] for s in spectra]), replicated),
-        put(np.stack([s[1] for s in spectra]), replicated),
-        put(b0, replicated), put(readout, replicated),
-        put(point_lam, split, jnp.int32), put(np.where(real, mu[safe], 0.0), split),
-        put(indices["y_index"][safe], split, jnp.int32),
-        put(indices["readout_index"][safe], split, jnp.int32),
-        mesh=mesh, lanes=lanes, settings=settings, tol=tol))
+    spectra_u = put(np.stack([s[0] for s in spectra]), replicated)
+    spectra_d = put(np.stack([s[1] for s in spectra]), replicated)
+    points = (put(point_lam, split, jnp.int32), put(np.where(real, mu[safe], 0.0), split),
+              put(indices["y_index"][safe], split, jnp.int32),
+              put(indices["readout_index"][safe], split, jnp.int32))
+    num_blocks, width = column_blocks(n, m, itemsize, settings.column_block,
+                                      devices[0].platform)
+    if num_blocks:
+      # Columns in blocks: (B, n, m) -> (B, blocks, n, width), readout (R, blocks, width, r).
+      pad = num_blocks * width - m
+      blocked_b0 = np.pad(b0, ((0, 0), (0, 0), (0, pad))).reshape(
+          b0.shape[0], n, num_blocks, width).transpose(0, 2, 1, 3)
+      blocked_readout = np.pad(readout, ((0, 0), (0, pad), (0, 0))).reshape(
+          readout.shape[0], num_blocks, width, readout.shape[2])
+      columns = (np.arange(num_blocks * width) < m).reshape(num_blocks, 1, width)
+      out = jax.device_get(_iterate_blocked(
+          spectra_u, spectra_d, put(blocked_b0, replicated), put(blocked_readout, replicated),
+          put(columns, replicated), *points, mesh=mesh, settings=settings, tol=tol))
+    else:
+      lanes = pool_lanes(-(-g // num_devices), 8 * n * m * itemsize, memory_budget)
+      out = jax.device_get(_iterate(spectra_u, spectra_d, put(b0, replicated),
+                                    put(readout, replicated), *points, mesh=mesh, lanes=lanes,
+                                    settings=settings, tol=tol))
   pr = np.zeros((g, n, readout.shape[2]))
   pr[flat[real]] = np.asarray(out["pr"], np.float64)[real]
   iterations = np.zeros(g, np.int64)
