@@ -104,6 +104,7 @@ def test_grid_equals_loop_of_dense_fits():
   assert np.mean(f32.labels == out.labels) >= 0.9
   over = gfk.METHOD.fit_predict(xs, ys, xt, xq, {"dim": np.array([25])}, num_classes=3)
   assert over.failed.all() and (over.labels == -1).all()
+  assert over.failure[0].startswith("dim 25 exceeds the PCA rank")
 
 
 def test_real_features_v_to_n(shared):

@@ -60,6 +60,9 @@ def test_queries_not_used_and_rank_failures():
   # d = 12 features: a 40-dimensional subspace does not exist.
   np.testing.assert_array_equal(whole.failed, [False, False, True])
   assert (whole.labels[2] == -1).all()
+  # grid.csv's `failure` column says why.
+  assert list(whole.failure[:2]) == ["", ""] and whole.failure[2].startswith(
+      "dim 40 exceeds the PCA rank of the source (12,")
   f32 = sa.METHOD.fit_predict(xs, ys, xt, xt, params, num_classes=3, precision="float32")
   assert np.mean(f32.labels[:2] == whole.labels[:2]) >= 0.9
 

@@ -126,6 +126,7 @@ def _fit_predict(xs, ys, xt, xq, params: Mapping[str, np.ndarray], *, num_classe
     raise ValueError(f"params['classifier'] must be one of {CLASSIFIERS}, got {bad}")
   labels: list = [None] * size
   k_max = int(min(dims.max(initial=0), len(xs), len(xt), xs.shape[1]))
+  rank_s = rank_t = 0
   if k_max >= 1:
     with ad.precision_scope(precision) as dtype:
       xs_j, xt_j, xq_j = (jnp.asarray(a, dtype) for a in (xs, xt, xq))
@@ -144,7 +145,8 @@ def _fit_predict(xs, ys, xt, xq, params: Mapping[str, np.ndarray], *, num_classe
           else:
             labels[g] = ad.svm_on_kernel(0.5 * (k_ss + k_ss.T), ys, k_qs,
                                          num_classes=num_classes, c=float(cs[g]))
-  return ad.assemble({"classifier": classifiers, "dim": dims, "C": cs}, labels, len(xq))
+  return ad.assemble({"classifier": classifiers, "dim": dims, "C": cs}, labels, len(xq),
+                     failure=sa.dimension_failures(dims, rank_s, rank_t, len(xs), len(xt)))
 
 
 METHOD = methods.Method(

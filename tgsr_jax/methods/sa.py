@@ -48,6 +48,19 @@ def pca_bases(xs: jnp.ndarray, xt: jnp.ndarray, k: int):
   return ps, pt, rank_s, rank_t
 
 
+def dimension_failures(dims: np.ndarray, rank_s: int, rank_t: int, n_s: int, n_t: int
+                       ) -> np.ndarray:
+  """Why each subspace dimension cannot be used ('' where it can): it exceeds a PCA basis' rank."""
+  out = np.full(len(dims), "", dtype=object)
+  for g, k in enumerate(np.asarray(dims)):
+    if k < 1:
+      out[g] = f"dim {k}: a subspace needs at least one direction"
+    elif k > min(rank_s, rank_t):
+      out[g] = (f"dim {k} exceeds the PCA rank of the source ({rank_s}, {n_s} samples) or the "
+                f"target ({rank_t}, {n_t} samples): centred data has at most n - 1 directions")
+  return out.astype(str)
+
+
 def _fit_predict(xs, ys, xt, xq, params: Mapping[str, np.ndarray], *, num_classes: int,
                  precision: str = "float64") -> methods.GridPredictions:
   """SA at every (dim, C) grid point; see the module docstring."""
@@ -57,6 +70,7 @@ def _fit_predict(xs, ys, xt, xq, params: Mapping[str, np.ndarray], *, num_classe
   cs = ad.param(params, "C", 1.0, size).astype(np.float64)
   labels: list = [None] * size
   k_max = int(min(dims.max(initial=0), len(xs), len(xt), xs.shape[1]))
+  rank_s = rank_t = 0
   if k_max >= 1:
     with ad.precision_scope(precision) as dtype:
       xs_j, xt_j = jnp.asarray(xs, dtype), jnp.asarray(xt, dtype)
@@ -71,7 +85,8 @@ def _fit_predict(xs, ys, xt, xq, params: Mapping[str, np.ndarray], *, num_classe
       zs = xs_ps[:, :k] @ align[:k, :k]
       labels[g] = ad.svm_on_features(zs, ys, xq_pt[:, :k], num_classes=num_classes,
                                      c=float(cs[g]))
-  return ad.assemble({"dim": dims, "C": cs}, labels, len(xq))
+  return ad.assemble({"dim": dims, "C": cs}, labels, len(xq),
+                     failure=dimension_failures(dims, rank_s, rank_t, len(xs), len(xt)))
 
 
 METHOD = methods.Method(
