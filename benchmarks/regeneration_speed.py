@@ -131,12 +131,14 @@ def main(argv: list[str] | None = None) -> dict:
   record = {"numpy": min(numpy_seconds_per_iteration(xs, xt, 10.0, 0.01, args.numpy_iterations)
                          for _ in range(args.repeats))}
   block = None if args.column_block < 0 else args.column_block
+  platform = jax.local_devices()[0].platform
   flops = 2 * n * n * m
   for precision in ("float64", "float32"):
     itemsize = 8 if precision == "float64" else 4
-    blocks, width = _regenerate.column_blocks(n, m, itemsize, block, "cpu")
+    blocks, width = _regenerate.column_blocks(n, m, itemsize, block, platform)
     record[f"blocks_{precision}"] = (blocks, width)
-    for path, column_block in (("pool", 0), ("blocked", block)):
+    # The blocked row only where the grid would block (a CPU, or --column_block given).
+    for path, column_block in (("pool", 0), ("blocked", block))[:2 if blocks else 1]:
       record[f"{path}_{precision}"] = jax_seconds_per_iteration(
           kernels, xs, readout, args.lanes, precision, args.jax_iterations, args.repeats,
           column_block=column_block)
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
   for precision in ("float64", "float32"):
     itemsize = 8 if precision == "float64" else 4
     blocks, width = record[f"blocks_{precision}"]
-    for path in ("pool", "blocked"):
+    for path in ("pool", "blocked")[:2 if blocks else 1]:
       seconds = record[f"{path}_{precision}"]
       label = (f"lane pool, {args.lanes} lanes" if path == "pool"
                else f"column blocks, {blocks} x {width}")
