@@ -45,7 +45,8 @@ def test_batches_and_metrics_follow_the_registry():
   logits = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
   labels = data["expression"].targets
   assert tasks.get("expression").evaluate(logits, labels, "inter_pupil") == {
-      "expression_accuracy": pytest.approx(float(np.mean(labels == [0, 1, 2, 0, 1, 2])))}
+      "expression_accuracy": pytest.approx(float(np.mean(labels == [0, 1, 2, 0, 1, 2]))),
+      "expression_mf1": pytest.approx(metrics_lib.macro_f1(logits, labels))}
 
 
 def test_settings_are_read_once_and_key_the_compile_cache():

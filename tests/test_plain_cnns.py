@@ -168,7 +168,7 @@ def test_vgg_backbone_trains_by_the_mtl_entry_point(tmp_path):
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["finished"] and summary["step"] == 1
   assert 0.0 <= summary["eval"]["expression_accuracy"] <= 1.0 and list(summary["eval"]) == [
-      "expression_accuracy"]
+      "expression_accuracy", "expression_mf1"]
   assert json.loads((tmp_path / "config.json").read_text())["model"]["backbone"] == "vgg_tiny"
   metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert np.isfinite(metrics[0]["train/expression_ce"]) and metrics[0]["step"] == 1
