@@ -149,7 +149,8 @@ def mtl_rows(table4_records) -> list[list[table5.Table5Row]]:
       name = f"ResNet, multi-task (Table 4 '{r['row']}')"
       what = f"sharing {r['sharing']}, trace norm {r['regulariser']}, ADA {r['ada']}"
     per_seed.setdefault(r["seed"], []).append(table5.Table5Row(
-        name, r["expression_accuracy"], mf1=r.get("expression_mf1"), settings=f"{what}; expression + landmark networks"))
+        name, r["expression_accuracy"], mf1=r.get("expression_mf1"),
+        settings=f"{what}; expression + landmark networks"))
   return list(per_seed.values())
 
 

@@ -20,6 +20,7 @@ from typing import Mapping
 
 import jax.numpy as jnp
 import numpy as np
+from sklearn import metrics as sk_metrics
 
 from subtle_core.faces.ibug import (LEFT_EYE, LEFT_EYE_OUTER_CORNER, NUM_LANDMARKS, RIGHT_EYE,
                                     RIGHT_EYE_OUTER_CORNER)
@@ -39,19 +40,15 @@ def accuracy(logits, labels):
 
 
 def macro_f1(logits, labels) -> float:
-  """Macro-F1 of the arg-max class: the mean F1 over the classes in the labels or predictions.
+  """Macro-F1 of the arg-max class over the classes in the labels or predictions.
 
-  As scikit-learn's ``f1_score(labels, predictions, average='macro')`` (a class with no true
-  and no predicted sample is not counted; a class predicted but never true scores 0). NumPy,
-  on the host (evaluation).
+  scikit-learn's ``f1_score(average='macro')``, as the hand-crafted rows of Table 5 are scored
+  (a class predicted but never true scores 0). On the host (evaluation).
   """
   predictions = np.asarray(logits).argmax(axis=-1).reshape(-1)
-  labels = np.asarray(labels).reshape(-1)
-  classes = np.union1d(labels, predictions)
-  tp = np.array([np.sum((predictions == c) & (labels == c)) for c in classes], np.float64)
-  predicted = np.array([np.sum(predictions == c) for c in classes], np.float64)
-  true = np.array([np.sum(labels == c) for c in classes], np.float64)
-  return float(np.mean(2.0 * tp / (predicted + true)))
+  return float(sk_metrics.f1_score(np.asarray(labels).reshape(-1), predictions, average="macro",
+                                   zero_division=0))
+
 
 def _as_points(landmarks):
   landmarks = jnp.asarray(landmarks)

@@ -162,10 +162,11 @@ def _iterate_impl(u: jax.Array, dvals: jax.Array, b0: jax.Array, readout: jax.Ar
 
   Lane pool: each lane runs one grid point at its own iteration (its own kappa, lambda and
   ``A(kappa)``: formed per lane and iteration where ``m > n`` (TSRG: ``2 n^3`` flops against the
-  product's ``2 n^2 m``), applied through its factors ``U`` where ``m <= n`` (DRLS)). When a lane's point stops, its ``P R`` is written out and the lane
-  restarts on the next point of the queue, so no lane iterates past its point's stop (a chunk of
-  points iterating together would run every point to the chunk's slowest). Lanes left without a
-  point at the end of the queue idle until the last point stops.
+  product's ``2 n^2 m``), applied through its factors ``U`` where ``m <= n`` (DRLS)). When a
+  lane's point stops, its ``P R`` is written out and the lane restarts on the next point of the
+  queue, so no lane iterates past its point's stop (a chunk of points iterating together would run
+  every point to the chunk's slowest). Lanes left without a point at the end of the queue idle
+  until the last point stops.
 
   Args:
     u, dvals: (L, n, n) and (L, n): the spectrum of each distinct lambda.
@@ -310,8 +311,8 @@ def column_blocks(n: int, m: int, itemsize: int, column_block: int | None, platf
 
 
 def _blocked_point(u: jax.Array, dvals: jax.Array, b0: jax.Array, readout: jax.Array,
-                   live: jax.Array, lam: jax.Array, mu: jax.Array, *, columns: jax.Array,
-                   settings: Settings, tol: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+                   mu: jax.Array, *, columns: jax.Array, settings: Settings, tol: float
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
   r"""One grid point's ALM, column block by column block, with the reference's iterates.
 
   The columns of ``P`` are independent problems except for the stopping rule (``max |P - Q|``
@@ -328,21 +329,18 @@ def _blocked_point(u: jax.Array, dvals: jax.Array, b0: jax.Array, readout: jax.A
     u, dvals: (n, n) and (n,) this point's spectrum.
     b0: (B, n, w) ``K_s Y^T`` in column blocks (padding columns zero).
     readout: (B, w, r) the readout in the same blocks.
-    live: scalar bool (False: a padding point; it runs from zeros and stops at once).
-    lam: unused (the spectrum is this point's); mu: the point's mu.
+    mu: the point's mu.
     columns: (B, 1, w) 1 on real columns, 0 on padding (their iterates stay exactly 0).
 
   Returns:
     ``pr`` (n, r), ``iterations`` (scalar), ``error`` (scalar ``max |P - Q|`` at the stop).
   """
-  del lam
   num_blocks, n, width = b0.shape
   dtype = b0.dtype
   rho = jnp.asarray(settings.rho, dtype)
   kappa_max = jnp.asarray(settings.kappa_max, dtype)
   kappa0 = jnp.asarray(settings.kappa0, dtype)
-  init = jnp.where(live, jnp.asarray(settings.init_value, dtype), 0) * columns   # (B, 1, w)
-  b0 = b0 * live.astype(dtype)
+  init = jnp.asarray(settings.init_value, dtype) * columns                        # (B, 1, w)
 
   def stop_ok(error, k):
     # k = 0: not started (the error there is a placeholder).
@@ -398,8 +396,8 @@ def _iterate_blocked_impl(u, dvals, b0, readout, point_lam, point_mu, point_b0, 
     lam, mu, b, r = args
     safe = jnp.maximum(lam, 0)
     run = lambda: _blocked_point(  # noqa: E731
-        u[safe], dvals[safe], b0[b], readout[r], lam >= 0, safe, mu.astype(b0.dtype),
-        columns=columns, settings=settings, tol=tol)
+        u[safe], dvals[safe], b0[b], readout[r], mu.astype(b0.dtype), columns=columns,
+        settings=settings, tol=tol)
     # Padding points (lam < 0) are skipped (lax.map's body is not batched: cond branches).
     skip = lambda: (jnp.zeros((n, r_out), b0.dtype), jnp.zeros((), jnp.int32),  # noqa: E731
                     jnp.asarray(jnp.inf, b0.dtype))
