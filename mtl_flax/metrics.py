@@ -20,7 +20,6 @@ from typing import Mapping
 
 import jax.numpy as jnp
 import numpy as np
-from sklearn import metrics as sk_metrics
 
 from subtle_core.faces.ibug import (LEFT_EYE, LEFT_EYE_OUTER_CORNER, NUM_LANDMARKS, RIGHT_EYE,
                                     RIGHT_EYE_OUTER_CORNER)
@@ -45,6 +44,8 @@ def macro_f1(logits, labels) -> float:
   scikit-learn's ``f1_score(average='macro')``, as the hand-crafted rows of Table 5 are scored
   (a class predicted but never true scores 0). On the host (evaluation).
   """
+  # Imported here: importing mtl_flax loads no scipy (tests/test_core_imports.py).
+  from sklearn import metrics as sk_metrics  # pylint: disable=import-outside-toplevel
   predictions = np.asarray(logits).argmax(axis=-1).reshape(-1)
   return float(sk_metrics.f1_score(np.asarray(labels).reshape(-1), predictions, average="macro",
                                    zero_division=0))
